@@ -1,0 +1,542 @@
+"""The SIP server: feeds the transport's messages to the transaction layer and
+acts as the transaction user (registrar, call control).
+
+Every request path ends in a final response, and every answered call ends in
+a BYE (ours or the peer's): no half-open calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+from mixer.engine import MediaEngine
+from mixer.sounds import load_prompts
+
+from . import __version__
+from .call import Call, CallState, Flow
+from .config import Config
+from .digest import AuthOutcome, DigestAuthenticator
+from .ivr import DigitCollector, digit_from_info
+from .metrics import MediaStatsCollector, Metrics
+from .ports import RtpPortPool
+from .registrar import Registrar
+from .rooms import ConferenceDirectory
+from .routing import ReceptionistDestination, RoomDestination, Router
+from .sdp import NoCommonCodec, SdpError, build_answer, parse_sdp, select_audio
+from .security import Security, is_scanner
+from .sip.dialog import Dialog, new_tag
+from .sip.message import Request, Response, SipParseError, make_response, parse_message, serialize
+from .sip.transaction import (AckReceived, AckTimeout, ClientTimeout, Destination, Event, RequestReceived,
+                              ResponseReceived, Send, ServerTransaction, TransactionLayer,
+                              response_destination)
+from .sip.uri import parse_name_addr
+from .transport import SipTransport
+
+log = logging.getLogger("sipconf.server")
+
+ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "REGISTER")
+ALLOW = ", ".join(ALLOWED_METHODS)
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
+USER_AGENT = f"sipconf/{__version__}"
+# How often the same source may fill the log with the same complaint.
+LOG_ONCE_INTERVAL = 60.0
+SHUTDOWN_GRACE = 3.0
+
+
+class SipServer:
+    def __init__(self, config: Config, *, clock=time.monotonic) -> None:
+        self.config = config
+        self.clock = clock
+        server = config.server
+        self.layer = TransactionLayer()
+        self.registrar = Registrar()
+        self.router = Router(config)
+        self.auth = DigestAuthenticator(server.domain, server.digest_algorithms)
+        self.ports = RtpPortPool(server.rtp_port_min, server.rtp_port_max)
+        self.security = Security(config.security)
+        self.prompts = load_prompts(server.language)
+        self.metrics = Metrics()
+        self.media: MediaEngine | None = None
+        self.conferences: ConferenceDirectory | None = None
+        self.calls: dict[str, Call] = {}
+        self.transport = SipTransport(server.bind, server.sip_port, self.on_message)
+        self._timer_task: asyncio.Task | None = None
+        self._logged: dict[tuple[str, str], float] = {}
+        self._stopping = False
+
+    # -- life cycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        server = self.config.server
+        self.media = MediaEngine(server.bind, beep_hz=self.config.sounds.join_beep_hz,
+                                 beep_ms=self.config.sounds.join_beep_ms)
+        self.media.start()
+        self.conferences = ConferenceDirectory(self.media.new_conference)
+        await self.transport.start()
+        self._timer_task = asyncio.get_running_loop().create_task(self._run_timers())
+        self.metrics.watch("sipconf_participants", "Callers in a conference now", lambda: self.conferences.participants)
+        self.metrics.watch("sipconf_conferences", "Conferences with at least one caller", lambda: self.conferences.conferences)
+        self.metrics.watch("sipconf_calls_active", "Calls up now", lambda: len(self.calls))
+        self.metrics.watch("sipconf_registrations", "Registered contacts", lambda: self.registrar.count(self.clock()))
+        self.metrics.watch("sipconf_rtp_ports_free", "RTP ports free", lambda: self.ports.available)
+        self.metrics.collect_from(MediaStatsCollector(lambda: self.media.stats if self.media else None))
+        self.metrics.serve(server.bind, server.metrics_port)
+        log.info("sipconf listening on %s:%d (UDP, TCP); %s", server.bind, server.sip_port, self.config.summary())
+
+    async def shutdown(self) -> None:
+        """BYE every call, give the BYEs a moment to be answered, then close."""
+        self._stopping = True
+        for call in list(self.calls.values()):
+            self.hang_up(call, "server shutdown")
+        deadline = self.clock() + SHUTDOWN_GRACE
+        while len(self.layer) and self.layer.has_pending_requests() and self.clock() < deadline:
+            await asyncio.sleep(0.05)
+        if self._timer_task is not None:
+            self._timer_task.cancel()
+        await self.transport.close()
+        if self.media is not None:
+            await self.media.close()
+        self.metrics.close()
+
+    async def _run_timers(self) -> None:
+        while True:
+            now = self.clock()
+            deadline = self.layer.next_deadline()
+            delay = 0.1 if deadline is None else min(max(deadline - now, 0.0), 0.1)
+            await asyncio.sleep(delay)
+            try:
+                self._flush(self.layer.handle_timers(self.clock()))
+            except Exception:
+                log.exception("timer handling failed")
+
+    # -- input ----------------------------------------------------------------------
+
+    def on_message(self, data: bytes, source: Destination) -> None:
+        try:
+            self._on_message(data, source)
+        except Exception:
+            # Whatever one message does wrong, the server and every other call go on.
+            log.exception("message from %s:%d failed", source.host, source.port)
+
+    def _on_message(self, data: bytes, source: Destination) -> None:
+        now = self.clock()
+        if not data.strip():
+            return  # keep-alive
+        try:
+            message = parse_message(data)
+        except SipParseError as error:
+            self.metrics.sip_dropped.labels("malformed").inc()
+            self._log_once(source.host, "malformed", "malformed SIP from %s:%d: %s",
+                           source.host, source.port, error.reason)
+            partial = error.partial
+            if isinstance(partial, Request) and partial.method != "ACK":
+                try:
+                    response = make_response(partial, 400, error.reason[:100] or "Bad Request")
+                    self._send(response, response_destination(partial, source))
+                except Exception:
+                    pass  # not routable after all: dropped
+            return
+        if isinstance(message, Response):
+            self._flush(self.layer.receive_response(message, now))
+            return
+        if is_scanner(message.headers.get("User-Agent")):
+            self.metrics.sip_dropped.labels("scanner").inc()
+            self._log_once(source.host, "scanner", "scanner %r from %s dropped",
+                           message.headers.get("User-Agent"), source.host)
+            return
+        self._flush(self.layer.receive_request(message, source, now))
+
+    def _flush(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, Send):
+                self.transport.send(serialize(event.message), event.destination)
+            elif isinstance(event, RequestReceived):
+                self._dispatch(event.transaction)
+            elif isinstance(event, AckReceived):
+                call = self.calls.get(event.request.call_id)
+                if call is not None and event.transaction is not None:
+                    call.confirmed()
+            elif isinstance(event, AckTimeout):
+                call = self.calls.get(event.transaction.request.call_id)
+                if call is not None and call.state is CallState.ANSWERED:
+                    self.hang_up(call, "no ACK for 200 OK (Timer H)")
+            elif isinstance(event, ClientTimeout):
+                log.info("call %s: no answer to our %s", event.transaction.request.call_id,
+                         event.transaction.method)
+            elif isinstance(event, ResponseReceived):
+                pass  # answers to our BYE: nothing to do
+
+    def _send(self, message, destination: Destination) -> None:
+        self.transport.send(serialize(message), destination)
+
+    def _respond(self, transaction: ServerTransaction, status: int, reason: str | None = None, *,
+                 to_tag: str | None = None, headers: list[tuple[str, str]] | None = None,
+                 body: bytes = b"", content_type: str | None = None) -> None:
+        request = transaction.request
+        if to_tag is None and status > 100 and not request.to_tag:
+            to_tag = self._tag_for(request)
+        response = make_response(request, status, reason, to_tag=to_tag, headers=headers or [],
+                                 body=body, content_type=content_type)
+        response.headers.add("Server", USER_AGENT)
+        self._flush(self.layer.respond(transaction, response, self.clock()))
+
+    def _tag_for(self, request: Request) -> str:
+        call = self.calls.get(request.call_id)
+        if call is not None and request.method in ("INVITE", "CANCEL"):
+            return call.dialog.local_tag
+        return new_tag()
+
+    def _log_once(self, host: str, kind: str, message: str, *args) -> None:
+        now = self.clock()
+        key = (host, kind)
+        if now - self._logged.get(key, -LOG_ONCE_INTERVAL) >= LOG_ONCE_INTERVAL:
+            self._logged[key] = now
+            if len(self._logged) > 10_000:
+                self._logged.clear()
+            log.warning(message, *args)
+
+    # -- dispatch -------------------------------------------------------------------
+
+    def _dispatch(self, transaction: ServerTransaction) -> None:
+        request = transaction.request
+        method = request.method
+        if self._stopping:
+            self._respond(transaction, 503, headers=[("Retry-After", "5")])
+            return
+        if method not in ALLOWED_METHODS:
+            self._respond(transaction, 405, headers=[("Allow", ALLOW)])
+            return
+        if method != "CANCEL":
+            unsupported = [ext for ext in request.headers.get_all("Require")
+                           if ext.strip().lower() not in SUPPORTED_EXTENSIONS]
+            if unsupported:
+                self._respond(transaction, 420, headers=[("Unsupported", ", ".join(unsupported))])
+                return
+        if method == "REGISTER":
+            self._register(transaction)
+        elif method == "INVITE":
+            if request.to_tag:
+                self._reinvite(transaction)
+            else:
+                self._invite(transaction)
+        elif method == "CANCEL":
+            self._cancel(transaction)
+        elif method == "OPTIONS":
+            self._options(transaction)
+        else:  # BYE, INFO: only inside a dialog
+            call = self._dialog_call(request)
+            if call is None:
+                self._respond(transaction, 481)
+            elif not call.dialog.accepts(request):
+                self._respond(transaction, 500, "Request Out of Order")
+            elif method == "BYE":
+                self._respond(transaction, 200)
+                self._end(call, "caller hung up (BYE)", outcome="completed")
+            else:
+                self._info(transaction, call)
+
+    def _dialog_call(self, request: Request) -> Call | None:
+        call = self.calls.get(request.call_id)
+        if call is None or call.state is CallState.ENDED:
+            return None
+        if request.to_tag != call.dialog.local_tag:
+            return None
+        return call
+
+    def _options(self, transaction: ServerTransaction) -> None:
+        self._respond(transaction, 200, headers=[
+            ("Allow", ALLOW), ("Accept", "application/sdp, application/dtmf-relay, application/dtmf"),
+            ("Supported", ""), ("Contact", self._contact(transaction.source)),
+        ])
+
+    def _contact(self, peer: Destination) -> str:
+        server = self.config.server
+        transport = ";transport=tcp" if peer.transport == "TCP" else ""
+        host = server.advertised_address
+        if ":" in host:
+            host = f"[{host}]"
+        return f"<sip:sipconf@{host}:{server.sip_port}{transport}>"
+
+    # -- authentication -------------------------------------------------------------
+
+    def _authenticate(self, transaction: ServerTransaction, *, proxy: bool, expected_user: str | None) -> str | None:
+        """Digest-authenticate the request; answers the challenge or 403 itself
+        and returns None, or returns the authenticated extension number."""
+        request = transaction.request
+        source = transaction.source.host
+        now = self.clock()
+        challenge_header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        credentials_header = "Proxy-Authorization" if proxy else "Authorization"
+        challenge_status = 407 if proxy else 401
+        if self.security.source_banned(source):
+            self._respond(transaction, 403)
+            return None
+        credentials = request.headers.get(credentials_header)
+        if credentials is None:
+            self._respond(transaction, challenge_status,
+                          headers=[(challenge_header, c) for c in self.auth.challenges(now)])
+            return None
+
+        def password_for(username: str) -> str | None:
+            extension = self.config.extension(username)
+            return extension.password if extension is not None else None
+
+        result = self.auth.verify(credentials, method=request.method, password_for=password_for, now=now)
+        if result.outcome is AuthOutcome.STALE:
+            self._respond(transaction, challenge_status,
+                          headers=[(challenge_header, c) for c in self.auth.challenges(now, stale=True)])
+            return None
+        if result.outcome is AuthOutcome.OK and (expected_user is None or result.username == expected_user):
+            return result.username
+        self.metrics.auth_failures.inc()
+        banned = self.security.auth_failed(source)
+        log.warning("call %s: auth failure for %s %r from %s:%d%s", request.call_id, request.method,
+                    result.username, source, transaction.source.port, " (source banned)" if banned else "")
+        self._respond(transaction, 403)
+        return None
+
+    # -- REGISTER -------------------------------------------------------------------
+
+    def _register(self, transaction: ServerTransaction) -> None:
+        request = transaction.request
+        try:
+            aor = parse_name_addr(request.headers.get("To") or "").uri.user or ""
+        except ValueError:
+            self._respond(transaction, 400, "Bad To")
+            return
+        user = self._authenticate(transaction, proxy=False, expected_user=aor)
+        if user is None:
+            return
+        source = transaction.source
+        outcome = self.registrar.register(aor, request, (source.transport, source.host, source.port), self.clock())
+        if outcome.status == 423:
+            self._respond(transaction, 423, headers=[("Min-Expires", str(outcome.min_expires))])
+        elif outcome.status != 200:
+            self._respond(transaction, outcome.status)
+        else:
+            log.info("register %s: %d contact(s) from %s:%d", aor, len(outcome.contacts), source.host, source.port)
+            self._respond(transaction, 200, headers=[("Contact", c) for c in outcome.contacts]
+                          + [("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()))])
+
+    # -- INVITE ---------------------------------------------------------------------
+
+    def _invite(self, transaction: ServerTransaction) -> None:
+        request = transaction.request
+        source = transaction.source
+        call_id = request.call_id
+        self._respond(transaction, 100)
+        if call_id in self.calls:
+            # A new INVITE (new branch) on a Call-ID we already serve: a
+            # forked or looped copy; the existing call stays as it is.
+            self._respond(transaction, 482, "Loop Detected")
+            return
+        if self.security.source_banned(source.host):
+            self._respond(transaction, 403)
+            return
+        trunk = self.config.is_trunk_source(source.host)
+        from_user = _from_user(request)
+        if trunk is not None:
+            caller = f"trunk {trunk.name}: {from_user or 'anonymous'}"
+            identity = f"trunk {trunk.name}"
+        else:
+            user = self._authenticate(transaction, proxy=True, expected_user=None)
+            if user is None:
+                return
+            caller = source.host
+            identity = f"extension {user}"
+        if self.security.caller_banned(caller):
+            log.info("call %s: caller %s is banned", call_id, caller)
+            self._respond(transaction, 403)
+            return
+
+        number, destination = self.router.route(request)
+        if destination is None:
+            log.info("call %s: %s called unknown number %r", call_id, identity, number)
+            self.metrics.calls.labels("not_found").inc()
+            self._respond(transaction, 404)
+            return
+        if not request.body:
+            # Delayed offer (INVITE without SDP) is not supported yet.
+            self._respond(transaction, 488, headers=[("Warning", '399 sipconf "INVITE without SDP offer not supported"')])
+            return
+        try:
+            offer = parse_sdp(request.body)
+            selection = select_audio(offer)
+        except NoCommonCodec:
+            log.info("call %s: no common codec", call_id)
+            self.metrics.calls.labels("no_codec").inc()
+            self._respond(transaction, 488, headers=[("Warning", '304 sipconf "no common audio codec"')])
+            return
+        except SdpError as error:
+            self._log_once(source.host, "sdp", "call %s: bad SDP from %s: %s", call_id, source.host, error)
+            self._respond(transaction, 400, "Bad SDP")
+            return
+
+        call = self._new_call(transaction, offer, selection, destination, caller)
+        if call is None:
+            self._respond(transaction, 503, "No RTP Ports Available", headers=[("Retry-After", "10")])
+            return
+        log.info("call %s: new call from %s (%s, %s:%d) to %s -> %s, %s/%d", call_id, from_user, identity,
+                 source.host, source.port, number,
+                 "room " + call.room.extension if call.room else "receptionist",
+                 selection.codec, selection.payload_type)
+        self._answer(transaction, call, offer)
+
+    def _new_call(self, transaction, offer, selection, destination, caller: str) -> Call | None:
+        request = transaction.request
+        assert self.media is not None
+        dialog = Dialog.from_invite(request, new_tag())
+        flow = Flow.RECEPTIONIST if isinstance(destination, ReceptionistDestination) else Flow.ROOM
+        room = destination.room if isinstance(destination, RoomDestination) else None
+        # Ports can be held by other programs: try a few before giving up.
+        for _ in range(min(8, self.ports.available)):
+            port = self.ports.acquire()
+            if port is None:
+                return None
+            call = Call(self, request.call_id, dialog, transaction.source, caller, flow, room, selection, port,
+                        sdp_session_id=random.randrange(1, 2**31))
+            try:
+                call.endpoint = self.media.open_endpoint(
+                    port, codec=selection.codec, payload_type=selection.payload_type,
+                    telephone_event_pt=selection.telephone_event_pt,
+                    remote=(selection.remote_host, selection.remote_port),
+                    on_digit=call.feed_digit,
+                    rtp_timeout=self.config.server.rtp_timeout,
+                    on_timeout=lambda call=call: self.hang_up(
+                        call, f"no RTP for {self.config.server.rtp_timeout:g} s"),
+                )
+            except OSError as error:
+                log.warning("RTP port %d unusable (%s); trying another", port, error)
+                continue
+            call.digits = DigitCollector(call.endpoint)
+            self.calls[call.call_id] = call
+            if selection.direction in ("sendonly", "inactive"):
+                call.set_hold(True)
+            return call
+        return None
+
+    def _answer(self, transaction: ServerTransaction, call: Call, offer) -> None:
+        body = build_answer(offer, call.selection, address=self.config.server.advertised_address,
+                            port=call.rtp_port, session_id=call.sdp_session_id, version=call.sdp_version)
+        headers = [("Contact", self._contact(call.peer)), ("Allow", ALLOW), ("Supported", "")]
+        headers += [("Record-Route", rr) for rr in transaction.request.headers.get_all("Record-Route")]
+        call.state = CallState.ANSWERED
+        self._respond(transaction, 200, to_tag=call.dialog.local_tag, headers=headers,
+                      body=body, content_type="application/sdp")
+
+    def _reinvite(self, transaction: ServerTransaction) -> None:
+        request = transaction.request
+        call = self._dialog_call(request)
+        if call is None:
+            self._respond(transaction, 481)
+            return
+        if not call.dialog.accepts(request):
+            self._respond(transaction, 500, "Request Out of Order")
+            return
+        call.dialog.update_target(request)
+        if request.body:
+            try:
+                offer = parse_sdp(request.body)
+                selection = select_audio(offer)
+            except NoCommonCodec:
+                self._respond(transaction, 488)
+                return
+            except SdpError:
+                self._respond(transaction, 400, "Bad SDP")
+                return
+            call.selection = selection
+            if call.endpoint is not None:
+                call.endpoint.update(codec=selection.codec, payload_type=selection.payload_type,
+                                     telephone_event_pt=selection.telephone_event_pt,
+                                     remote=(selection.remote_host, selection.remote_port))
+            call.set_hold(selection.direction in ("sendonly", "inactive"))
+        else:
+            offer = None
+        call.sdp_version += 1
+        if offer is None:
+            # An offerless re-INVITE: our 200 carries a fresh offer (sendrecv);
+            # the answer in the ACK changes nothing we need.
+            offer = parse_sdp(build_answer_as_offer(call))
+        self._answer_reinvite(transaction, call, offer)
+
+    def _answer_reinvite(self, transaction, call: Call, offer) -> None:
+        body = build_answer(offer, call.selection, address=self.config.server.advertised_address,
+                            port=call.rtp_port, session_id=call.sdp_session_id, version=call.sdp_version)
+        self._respond(transaction, 200, headers=[("Contact", self._contact(call.peer)), ("Allow", ALLOW)],
+                      body=body, content_type="application/sdp")
+
+    def _cancel(self, transaction: ServerTransaction) -> None:
+        invite = self.layer.find_invite(transaction.request)
+        if invite is None:
+            self._respond(transaction, 481)
+            return
+        self._respond(transaction, 200)
+        if invite.last_response is None or invite.last_response.status < 200:
+            self._respond(invite, 487)
+            call = self.calls.get(invite.request.call_id)
+            if call is not None:
+                self._end(call, "cancelled by caller", outcome="cancelled")
+
+    def _info(self, transaction: ServerTransaction, call: Call) -> None:
+        request = transaction.request
+        content_type = request.content_type
+        if content_type in ("application/dtmf-relay", "application/dtmf"):
+            digit = digit_from_info(content_type, request.body)
+            self._respond(transaction, 200)
+            if digit is not None:
+                call.feed_digit(digit)
+            return
+        if not request.body:
+            self._respond(transaction, 200)  # an empty INFO is a keep-alive for some phones
+            return
+        self._respond(transaction, 415, headers=[("Accept", "application/dtmf-relay, application/dtmf")])
+
+    # -- ending calls ---------------------------------------------------------------
+
+    def hang_up(self, call: Call, reason: str) -> None:
+        """End a call from our side with a BYE."""
+        if call.state is CallState.ENDED:
+            return
+        if call.state in (CallState.ANSWERED, CallState.CONFIRMED):
+            server = self.config.server
+            bye = call.dialog.build_request(
+                "BYE", via_host=server.advertised_address, via_port=server.sip_port,
+                transport=call.peer.transport, contact=self._contact(call.peer),
+                extra=[("User-Agent", USER_AGENT), ("Reason", f'SIP;cause=200;text="{reason}"')])
+            _, events = self.layer.request(bye, call.peer, self.clock())
+            self._flush(events)
+        self._end(call, f"{reason}; BYE sent", outcome="hung_up")
+
+    def _end(self, call: Call, reason: str, *, outcome: str) -> None:
+        if call.state is CallState.ENDED:
+            return
+        call.end_reason = reason
+        call.release()
+        self.ports.release(call.rtp_port)
+        if self.calls.get(call.call_id) is call:
+            del self.calls[call.call_id]
+        self.metrics.calls.labels(outcome).inc()
+        log.info("call %s: ended: %s", call.call_id, reason)
+
+
+def build_answer_as_offer(call: Call) -> bytes:
+    """A minimal offer text describing the call's current media, used to
+    answer an offerless re-INVITE with the same codec as before."""
+    s = call.selection
+    formats = f"{s.payload_type}" + (f" {s.telephone_event_pt}" if s.telephone_event_pt is not None else "")
+    lines = ["v=0", "o=- 0 0 IN IP4 0.0.0.0", "s=-", f"c=IN IP4 {s.remote_host}", "t=0 0",
+             f"m=audio {s.remote_port} RTP/AVP {formats}", f"a=rtpmap:{s.payload_type} {s.codec}/8000"]
+    if s.telephone_event_pt is not None:
+        lines.append(f"a=rtpmap:{s.telephone_event_pt} telephone-event/8000")
+    lines.append("a=sendrecv")
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def _from_user(request: Request) -> str | None:
+    try:
+        return parse_name_addr(request.headers.get("From") or "").uri.user
+    except ValueError:
+        return None
