@@ -30,6 +30,11 @@ Design choices, and why:
   :func:`compute_response` still computes them (client side, tests).
 * **No enumeration.** Unknown user and wrong password give the same outcome
   (``BAD``), and an unknown user still costs one hash computation.
+* **Restarts.** With a random secret, nonces from before a restart are not
+  ours: ``BAD`` with reason "nonce not issued by us". Phones that reuse a
+  cached nonce would then be refused; build with ``foreign_nonce_stale=True``
+  to answer a *correct* response over a foreign nonce with ``STALE`` instead
+  (what Asterisk does), or pass a persistent ``secret``.
 * Not supported: ``qop=auth-int``, ``userhash=true``, ``username*``
   (RFC 7616 3.4.4). The request-URI is not compared with ``uri`` here; the
   caller may do so.
@@ -307,6 +312,7 @@ class DigestAuthenticator:
         nonce_lifetime: float = 300.0,
         max_nonces: int = 10_000,
         allow_no_qop: bool = False,
+        foreign_nonce_stale: bool = False,
     ) -> None:
         if not algorithms:
             raise ValueError("at least one digest algorithm is needed")
@@ -323,7 +329,10 @@ class DigestAuthenticator:
         self.nonce_lifetime = float(nonce_lifetime)
         self.max_nonces = max_nonces
         self.allow_no_qop = allow_no_qop
-        self._opaque = hmac.new(self._secret, b"opaque|" + realm.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+        self.foreign_nonce_stale = foreign_nonce_stale
+        # The nonce MAC already authenticates; opaque only has to be echoed, and
+        # depends on the realm alone so that it survives a restart.
+        self._opaque = hashlib.sha256(b"sipconf-opaque|" + realm.encode("utf-8")).hexdigest()[:32]
         # nonce -> (issued_at, highest nc seen); insertion order = first use
         self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()
 
@@ -436,7 +445,7 @@ class DigestAuthenticator:
 
         nonce = p["nonce"]
         issued = self._nonce_time(nonce)
-        if issued is None:
+        if issued is None and not self.foreign_nonce_stale:
             return AuthResult(AuthOutcome.BAD, username, reason="nonce not issued by us")
 
         password = password_for(username)
@@ -458,6 +467,8 @@ class DigestAuthenticator:
         if not (known and matches):
             return AuthResult(AuthOutcome.BAD, username, reason="wrong password or unknown user")
 
+        if issued is None:
+            return AuthResult(AuthOutcome.STALE, username, reason="correct response over a nonce not issued by us")
         age = now - issued
         if age > self.nonce_lifetime:
             return AuthResult(AuthOutcome.STALE, username, reason=f"nonce {age:.0f}s old")

@@ -292,6 +292,15 @@ def test_nonce_from_another_secret_is_bad():
     assert _auth().verify(_answer(ch), method="REGISTER", password_for=password_for, now=11.0).outcome is AuthOutcome.BAD
 
 
+def test_foreign_nonce_stale_option():
+    other = DigestAuthenticator("office.local", ["MD5"], secret=b"z" * 32)
+    (ch,) = other.challenges(10.0)
+    a = _auth(foreign_nonce_stale=True)
+    assert a.verify(_answer(ch), method="REGISTER", password_for=password_for, now=11.0).outcome is AuthOutcome.STALE
+    wrong = _answer(ch, password="x")
+    assert a.verify(wrong, method="REGISTER", password_for=password_for, now=11.0).outcome is AuthOutcome.BAD
+
+
 def test_wrong_realm_and_opaque_are_bad():
     a = _auth()
     (ch,) = a.challenges(10.0)
