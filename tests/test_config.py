@@ -543,3 +543,37 @@ def test_config_error_str_lists_problems():
     err = ConfigError(["a", "b"])
     assert str(err) == "a\nb" and err.problems == ["a", "b"]
     assert ConfigError("one").problems == ["one"]
+
+
+# ----------------------------------------------------------------------------- robustness
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_scalars = st.one_of(
+    st.booleans(), st.integers(-70000, 70000), st.floats(allow_nan=True), st.text(max_size=12),
+    st.sampled_from(["800", "+33 1", "1234", "MD5", "20000-20999", "127.0.0.1", "fr", "sip:a"]),
+)
+_keys = st.sampled_from([
+    "server", "receptionist", "extensions", "trunks", "rooms", "sounds", "security", "conferences", "register",
+    "bind", "advertise", "sip_port", "rtp_ports", "domain", "language", "rtp_timeout", "digest_algorithms",
+    "metrics_port", "numbers", "extension", "number", "password", "name", "allow", "max_participants", "id", "pin",
+    "join_beep_hz", "join_beep_ms", "auth_failures", "pin_failures", "window", "ban", "registrar", "username",
+    "expires", "bogus",
+])
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_keys, inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_keys, _values, max_size=5))
+def test_parse_config_only_ever_raises_config_error(data):
+    try:
+        config = parse_config(data)
+    except ConfigError as error:
+        assert error.problems and all(isinstance(p, str) and p for p in error.problems)
+    else:
+        assert isinstance(config, Config)
+        config.summary()
