@@ -1,0 +1,476 @@
+"""The media engine: RTP endpoints, conferences and the 20 ms tick on asyncio.
+
+Knows nothing of SIP. Receiving drains each socket until EAGAIN from a
+``loop.add_reader`` callback and does only header checks plus a byte copy
+into the participant's jitter buffer; all decoding/mixing/encoding happens
+once per tick for every participant at once (``conference.BatchMixer``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .clock import TickClock
+from .codecs import MUTED_OFFSET, SILENCE_BYTE, VARIANT_OFFSETS, codec_index
+from .conference import BatchMixer, Conference as _Conference, make_beep
+from .dtmf import DtmfDetector
+from .jitter import FRAME, JitterBuffer
+from .rtp import HEADER_SIZE, RTP_HEADER, RtpSender, TELEPHONE_EVENT
+
+log = logging.getLogger(__name__)
+
+RCVBUF = 1 << 20
+RELATCH_AFTER = 1.0  # s of silence from the latched address before another may take over
+HOUSEKEEPING_TICKS = 5  # rtp timeout / stale DTMF checks every 100 ms
+_RX_SIZE = 2048
+
+
+@dataclass
+class EngineStats:
+    packets_in: int = 0
+    packets_out: int = 0
+    packets_dropped: int = 0  # junk, truncated, wrong PT, foreign source, too late
+    frames_concealed: int = 0
+    digits: int = 0
+    ticks: int = 0
+    ticks_skipped: int = 0
+    send_errors: int = 0
+    participants: int = 0  # open endpoints
+    tick_lateness_s: deque = field(default_factory=lambda: deque(maxlen=3000))
+    tick_work_s: deque = field(default_factory=lambda: deque(maxlen=3000))
+
+
+class Conference(_Conference):
+    """A conference of RtpEndpoints (see conference.Conference)."""
+
+
+class RtpEndpoint:
+    def __init__(self, engine: "MediaEngine", rtp: socket.socket, rtcp: socket.socket, *, codec: str,
+                 payload_type: int, telephone_event_pt: int | None, remote: tuple[str, int] | None,
+                 on_digit: Callable[[str], None], rtp_timeout: float, on_timeout: Callable[[], None]) -> None:
+        self._engine = engine
+        self._loop = engine._loop
+        self._sock = rtp
+        self._rtcp = rtcp
+        self._rxbuf = bytearray(_RX_SIZE)
+        self._rxmv = memoryview(self._rxbuf)
+        self.on_digit = on_digit
+        self.on_timeout = on_timeout
+        self.rtp_timeout = rtp_timeout
+        self.conference: Conference | None = None
+        self.beep_frame = -1
+        self._row = -1
+        self.closed = False
+        self.on_hold = False
+        self._codec_i = codec_index(codec)
+        self.codec = codec.upper()
+        self.payload_type = payload_type
+        self.telephone_event_pt = -1 if telephone_event_pt is None else telephone_event_pt
+        self.remote = remote
+        self._dest = remote  # where we send: remote until latched
+        self._latched: tuple | None = None
+        self._latched_at = 0.0
+        self._audio_ssrc: int | None = None
+        self._variants = VARIANT_OFFSETS[self._codec_i]
+        self.jitter = JitterBuffer(SILENCE_BYTE[self.codec])
+        self.dtmf = DtmfDetector()
+        self._sender = RtpSender(payload_type, random.getrandbits(32), random.getrandbits(16))
+        self._ts0 = random.getrandbits(32)
+        self._first_tick: int | None = None
+        self._last_rx = time.monotonic()
+        self._timed_out = False
+        self._prompt: np.ndarray | None = None
+        self._prompt_pos = 0
+        self._prompt_done: Callable[[], None] | None = None
+        self.dropped = 0
+        engine._loop.add_reader(rtp.fileno(), self._on_readable)
+        engine._loop.add_reader(rtcp.fileno(), self._on_rtcp)
+
+    # -- public API ---------------------------------------------------------------------------
+    @property
+    def local_port(self) -> int:
+        return self._sock.getsockname()[1]
+
+    @property
+    def playing(self) -> bool:
+        return self._prompt is not None
+
+    @property
+    def latched(self) -> tuple | None:
+        """Address RTP arrives from (where we send), once known."""
+        return self._latched
+
+    def update(self, *, codec: str, payload_type: int, telephone_event_pt: int | None,
+               remote: tuple[str, int] | None) -> None:
+        ci = codec_index(codec)
+        if ci != self._codec_i:
+            self._codec_i = ci
+            self.codec = codec.upper()
+            self._variants = VARIANT_OFFSETS[ci]
+            self.jitter.reset(SILENCE_BYTE[self.codec])
+            self._engine._dirty = True
+        self.payload_type = payload_type
+        self._sender.payload_type = payload_type
+        self.telephone_event_pt = -1 if telephone_event_pt is None else telephone_event_pt
+        if remote != self.remote:
+            # media moved (re-INVITE): latch again on what arrives next
+            self.remote = remote
+            self._latched = None
+            self._dest = remote
+
+    def set_hold(self, on_hold: bool) -> None:
+        if self.on_hold and not on_hold:
+            self._last_rx = time.monotonic()  # the RTP timeout pauses while on hold
+        self.on_hold = on_hold
+
+    def play(self, pcm: np.ndarray, on_done: Callable[[], None] | None = None) -> None:
+        pcm = np.asarray(pcm)
+        if pcm.dtype != np.int16:
+            pcm = pcm.astype(np.int16)
+        self._prompt = pcm.reshape(-1)
+        self._prompt_pos = 0
+        self._prompt_done = on_done
+        self._engine._players.add(self)
+
+    def stop_playback(self) -> None:
+        self._prompt = None
+        self._prompt_done = None
+        self._engine._players.discard(self)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.stop_playback()
+        if self.conference is not None:
+            self.conference.remove(self)
+        for s in (self._sock, self._rtcp):
+            try:
+                self._loop.remove_reader(s.fileno())
+            except (ValueError, OSError):
+                pass
+            s.close()
+        self._engine._forget(self)
+
+    # -- receive --------------------------------------------------------------------------------
+    def _on_rtcp(self) -> None:
+        while True:
+            try:
+                self._rtcp.recv(_RX_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        buf = self._rxbuf
+        mv = self._rxmv
+        unpack = RTP_HEADER.unpack_from
+        pt_audio = self.payload_type
+        pt_te = self.telephone_event_pt
+        jitter = self.jitter
+        now = time.monotonic()
+        n_in = dropped = 0
+        while True:
+            try:
+                n, addr = sock.recvfrom_into(buf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            n_in += 1
+            if n < HEADER_SIZE:
+                dropped += 1
+                continue
+            b0, b1, seq, ts, ssrc = unpack(buf, 0)
+            if b0 != 0x80:  # slow path: CSRCs, extension, padding, or not RTP v2
+                if b0 & 0xC0 != 0x80:
+                    dropped += 1
+                    continue
+                start = HEADER_SIZE + 4 * (b0 & 0x0F)
+                if b0 & 0x10:
+                    if n < start + 4:
+                        dropped += 1
+                        continue
+                    start += 4 + 4 * ((buf[start + 2] << 8) | buf[start + 3])
+                end = n
+                if b0 & 0x20:
+                    end -= buf[n - 1]
+                if end <= start:
+                    dropped += 1
+                    continue
+            else:
+                start, end = HEADER_SIZE, n
+            pt = b1 & 0x7F
+            if pt != pt_audio and pt != pt_te:
+                dropped += 1
+                continue
+            if addr != self._latched:
+                if self._latched is not None and now - self._latched_at < RELATCH_AFTER:
+                    dropped += 1  # someone else while the latched source is alive
+                    continue
+                self._latched = self._dest = addr
+            self._latched_at = now
+            if pt == pt_audio:
+                if ssrc != self._audio_ssrc:
+                    if self._audio_ssrc is not None:
+                        jitter.reset()  # a new stream replaces the old one (SPEC 5)
+                    self._audio_ssrc = ssrc
+                if not jitter.put(ts, mv, start, end):
+                    dropped += 1
+            else:
+                if end - start < 4:
+                    dropped += 1
+                    continue
+                event, flags, _duration = TELEPHONE_EVENT.unpack_from(buf, start)
+                digits = self.dtmf.feed(ts, event, bool(flags & 0x80), now)
+                if digits:
+                    self._emit_digits(digits)
+        if n_in:
+            self._last_rx = now
+            stats = self._engine.stats
+            stats.packets_in += n_in
+            stats.packets_dropped += dropped
+            self.dropped += dropped
+
+    def _emit_digits(self, digits: str) -> None:
+        for d in digits:
+            self._engine.stats.digits += 1
+            self._loop.call_soon(self._safe_call, self.on_digit, d)
+
+    def _safe_call(self, fn, *args) -> None:
+        if self.closed:
+            return
+        try:
+            fn(*args)
+        except Exception:  # a callback bug must not stop the media engine
+            log.exception("media callback %r failed", fn)
+
+    def _housekeeping(self, now: float) -> None:
+        if self.dtmf.pending:
+            d = self.dtmf.expire(now)
+            if d:
+                self._emit_digits(d)
+        if not self._timed_out and not self.on_hold and now - self._last_rx >= self.rtp_timeout:
+            self._timed_out = True
+            self._loop.call_soon(self._safe_call, self.on_timeout)
+
+
+class MediaEngine:
+    def __init__(self, bind: str, *, beep_hz: int = 1000, beep_ms: int = 250) -> None:
+        self.bind = bind
+        self.beep = make_beep(beep_hz, beep_ms)
+        self.stats = EngineStats()
+        self.clock = TickClock()
+        self._mixer = BatchMixer(self.beep)
+        self._n_beep_frames = len(self._mixer.beep_frames)
+        self._endpoints: list[RtpEndpoint] = []
+        self._rows: list[RtpEndpoint] = []
+        self._players: set[RtpEndpoint] = set()
+        self._dirty = True
+        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self._task is None:
+            self._task = self._loop.create_task(self._run(), name="mixer-clock")
+
+    async def close(self) -> None:
+        for ep in list(self._endpoints):
+            ep.close()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def open_endpoint(self, rtp_port: int, *, codec: str, payload_type: int, telephone_event_pt: int | None,
+                      remote: tuple[str, int] | None, on_digit: Callable[[str], None],
+                      rtp_timeout: float, on_timeout: Callable[[], None]) -> RtpEndpoint:
+        """Bind RTP on ``rtp_port`` and RTCP on ``rtp_port + 1``; OSError if busy.
+        ``rtp_port=0`` picks a free even port pair (tests, tools)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        codec_index(codec)  # ValueError before any socket is opened
+        rtp, rtcp = self._bind_pair(rtp_port)
+        try:
+            ep = RtpEndpoint(self, rtp, rtcp, codec=codec, payload_type=payload_type,
+                             telephone_event_pt=telephone_event_pt, remote=remote, on_digit=on_digit,
+                             rtp_timeout=rtp_timeout, on_timeout=on_timeout)
+        except BaseException:
+            rtp.close()
+            rtcp.close()
+            raise
+        self._endpoints.append(ep)
+        self.stats.participants = len(self._endpoints)
+        self._dirty = True
+        return ep
+
+    def new_conference(self) -> Conference:
+        return Conference(self._mark_dirty)
+
+    # -- internals --------------------------------------------------------------------------------
+    def _mark_dirty(self) -> None:
+        self._dirty = True
+
+    def _forget(self, ep: RtpEndpoint) -> None:
+        if ep in self._endpoints:
+            self._endpoints.remove(ep)
+        self.stats.participants = len(self._endpoints)
+        self._dirty = True
+
+    def _socket(self, port: int) -> socket.socket:
+        s = socket.socket(self._family, socket.SOCK_DGRAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            s.setblocking(False)
+            s.bind((self.bind, port))
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    def _bind_pair(self, rtp_port: int) -> tuple[socket.socket, socket.socket]:
+        if rtp_port:
+            rtp = self._socket(rtp_port)
+            try:
+                return rtp, self._socket(rtp_port + 1)
+            except BaseException:
+                rtp.close()
+                raise
+        for _ in range(100):
+            port = random.randrange(30000, 60000, 2)
+            try:
+                return self._bind_pair(port)
+            except OSError:
+                continue
+        raise OSError("no free RTP port pair")
+
+    def _relayout(self) -> None:
+        """Rows grouped by conference (members contiguous), others alone."""
+        rows: list[RtpEndpoint] = []
+        sizes: list[int] = []
+        seen: set[int] = set()
+        for ep in self._endpoints:
+            conf = ep.conference
+            if conf is None:
+                rows.append(ep)
+                sizes.append(1)
+            elif id(conf) not in seen:
+                seen.add(id(conf))
+                members = [m for m in conf.members if not m.closed]
+                rows.extend(members)
+                sizes.append(len(members))
+        for i, ep in enumerate(rows):
+            ep._row = i
+        self._rows = rows
+        self._mixer.set_layout([ep._codec_i for ep in rows], sizes)
+        self._dirty = False
+
+    async def _run(self) -> None:
+        clock = self.clock
+        clock.start()
+        sleep = asyncio.sleep
+        while True:
+            while True:
+                delay = clock.delay()
+                if delay <= 0:
+                    break
+                await sleep(delay)
+            skipped = clock.begin_tick()
+            t = time.perf_counter()
+            try:
+                self._tick(clock.tick_index, skipped)
+            except Exception:
+                log.exception("mixer tick failed")
+            self.stats.tick_work_s.append(time.perf_counter() - t)
+            self.stats.tick_lateness_s.append(clock.lateness[-1])
+
+    def _tick(self, tick: int, skipped: int = 0) -> None:
+        stats = self.stats
+        stats.ticks += 1
+        if skipped:
+            stats.ticks_skipped += skipped
+            for ep in self._endpoints:
+                ep.jitter.skip(skipped)
+        if self._dirty:
+            self._relayout()
+        rows = self._rows
+        mixer = self._mixer
+        if not rows:
+            return
+        rx = mixer.rx_flat
+        variant = mixer.variant
+        beep_rows: list[int] = []
+        beep_idx: list[int] = []
+        n_beep = self._n_beep_frames
+        concealed = 0
+        for row, ep in enumerate(rows):
+            st = ep.jitter.pop_into(rx, row * FRAME)
+            if st == 1:
+                concealed += 1
+            variant[row] = MUTED_OFFSET if ep.on_hold else ep._variants[st]
+            b = ep.beep_frame
+            if b >= 0:
+                if not ep.on_hold:
+                    beep_rows.append(row)
+                    beep_idx.append(b)
+                b += 1
+                ep.beep_frame = b if b < n_beep else -1
+        stats.frames_concealed += concealed
+        extra = []
+        finished = []
+        if self._players:
+            for ep in self._players:
+                if ep.on_hold or ep._dest is None or ep.closed:
+                    continue  # nothing is sent, so the prompt waits
+                pcm = ep._prompt
+                pos = ep._prompt_pos
+                extra.append((ep._row, pcm[pos:pos + FRAME]))
+                ep._prompt_pos = pos + FRAME
+                if pos + FRAME >= len(pcm):
+                    finished.append(ep)
+        mixer.mix(beep_rows, beep_idx, extra)
+        tx_flat = mixer.tx_flat
+        sent = errors = 0
+        for row, ep in enumerate(rows):
+            if ep._first_tick is None:
+                ep._first_tick = tick
+            dest = ep._dest
+            if ep.on_hold or dest is None:
+                continue
+            buf = ep._sender.next_header(ep._ts0 + (tick - ep._first_tick) * FRAME)
+            buf[HEADER_SIZE:] = tx_flat[row * FRAME:(row + 1) * FRAME]
+            try:
+                ep._sock.sendto(buf, dest)
+                sent += 1
+            except OSError:
+                errors += 1
+        stats.packets_out += sent
+        stats.send_errors += errors
+        for ep in finished:
+            done = ep._prompt_done
+            ep._prompt = None
+            ep._prompt_done = None
+            self._players.discard(ep)
+            if done is not None:
+                self._loop.call_soon(ep._safe_call, done)
+        if tick % HOUSEKEEPING_TICKS == 0:
+            now = time.monotonic()
+            for ep in self._endpoints:
+                ep._housekeeping(now)

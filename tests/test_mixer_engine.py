@@ -1,0 +1,110 @@
+"""One loopback test with real UDP sockets on 127.0.0.1 driving the MediaEngine."""
+
+import asyncio
+import socket
+
+import numpy as np
+
+from mixer import codecs, rtp
+from mixer.engine import MediaEngine
+
+RATE = 8000
+
+
+def tone(hz: float, n: int, start: int) -> np.ndarray:
+    t = (np.arange(n) + start) / RATE
+    return np.round(8000 * np.sin(2 * np.pi * hz * t)).astype(np.int16)
+
+
+def dominant_hz(pcm: np.ndarray) -> float:
+    spec = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(len(pcm))))
+    return float(np.fft.rfftfreq(len(pcm), 1 / RATE)[np.argmax(spec)])
+
+
+def band_energy(pcm: np.ndarray, hz: float) -> float:
+    spec = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(len(pcm))))
+    freqs = np.fft.rfftfreq(len(pcm), 1 / RATE)
+    return float(spec[np.abs(freqs - hz) < 20].sum())
+
+
+def udp() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.setblocking(False)
+    return s
+
+
+def drain(s: socket.socket) -> list[bytes]:
+    out = []
+    while True:
+        try:
+            out.append(s.recv(2048))
+        except BlockingIOError:
+            return out
+
+
+async def test_two_endpoints_hear_each_other_dtmf_and_timeout():
+    engine = MediaEngine("127.0.0.1", beep_ms=60)
+    engine.start()
+    a_sock, b_sock = udp(), udp()
+    digits: list[str] = []
+    timeouts: list[str] = []
+    try:
+        ep_a = engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
+                                    remote=None, on_digit=digits.append, rtp_timeout=30,
+                                    on_timeout=lambda: timeouts.append("a"))
+        ep_b = engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
+                                    remote=b_sock.getsockname(), on_digit=digits.append, rtp_timeout=30,
+                                    on_timeout=lambda: timeouts.append("b"))
+        ep_idle = engine.open_endpoint(0, codec="PCMA", payload_type=8, telephone_event_pt=None,
+                                       remote=None, on_digit=digits.append, rtp_timeout=0.2,
+                                       on_timeout=lambda: timeouts.append("idle"))
+        assert ep_a.local_port % 2 == 0 and ep_a.local_port != ep_b.local_port
+        conf = engine.new_conference()
+        conf.add(ep_a)
+        conf.add(ep_b)
+        assert len(conf) == 2 and ep_a in conf and ep_idle not in conf
+
+        a_dst = ("127.0.0.1", ep_a.local_port)
+        b_dst = ("127.0.0.1", ep_b.local_port)
+        ssrc_a, ssrc_b = 0x1111, 0x2222
+        got = {"a": [], "b": []}
+        for i in range(40):  # 800 ms of audio, paced at 20 ms
+            a_sock.sendto(rtp.build(0, i, i * 160, ssrc_a, codecs.encode(tone(440, 160, i * 160), "PCMU")), a_dst)
+            b_sock.sendto(rtp.build(0, i, i * 160, ssrc_b, codecs.encode(tone(1250, 160, i * 160), "PCMU")), b_dst)
+            if i == 5:  # junk and a foreign payload type: dropped silently
+                a_sock.sendto(b"\x00junk", a_dst)
+                a_sock.sendto(rtp.build(13, 99, 0, ssrc_a, b"\x00"), a_dst)
+            await asyncio.sleep(0.02)
+            got["a"] += drain(a_sock)
+            got["b"] += drain(b_sock)
+        # RFC 4733 digit '7': start, update, three end packets -> one digit
+        for j, (end, dur) in enumerate([(False, 160), (False, 320), (True, 480), (True, 480), (True, 480)]):
+            a_sock.sendto(rtp.build(101, 100 + j, 9000, ssrc_a, rtp.build_telephone_event(7, end, dur), marker=j == 0), a_dst)
+        await asyncio.sleep(0.1)
+        got["a"] += drain(a_sock)
+        got["b"] += drain(b_sock)
+
+        assert digits == ["7"]
+        assert timeouts == ["idle"]  # only the endpoint that never received RTP
+        assert engine.stats.packets_dropped >= 2
+        for name, own, other in (("a", 440, 1250), ("b", 1250, 440)):
+            pkts = [rtp.parse(p) for p in got[name]]
+            assert len(pkts) > 20
+            assert all(p is not None and p.payload_type == 0 for p in pkts)
+            assert pkts[0].marker and not any(p.marker for p in pkts[1:])
+            assert len({p.ssrc for p in pkts}) == 1
+            seqs = [p.seq for p in pkts]
+            assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:]))
+            assert all(b.timestamp - a.timestamp >= 160 for a, b in zip(pkts, pkts[1:]))
+            pcm = np.concatenate([codecs.decode(raw[p.payload_start:p.payload_end], "PCMU")
+                                  for raw, p in zip(got[name], pkts)])[-2400:]
+            assert abs(dominant_hz(pcm) - other) < 20, name
+            assert band_energy(pcm, own) < 0.01 * band_energy(pcm, other), name
+        # b was sent to its SDP address before RTP arrived; a only after latching
+        assert ep_a.latched == a_sock.getsockname()
+    finally:
+        await engine.close()
+        a_sock.close()
+        b_sock.close()
+    assert engine.stats.participants == 0
