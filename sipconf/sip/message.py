@@ -135,8 +135,8 @@ def _split_list(value: str) -> list[str]:
 class Headers:
     """Ordered, case-insensitive multi-map of header fields under canonical names.
 
-    Compact forms are stored under their long names (v -> Via). Unknown names keep the
-    spelling they were first given.
+    Compact forms and known names are stored under their canonical spelling (v, VIA ->
+    Via); unknown names keep the spelling each field was given with.
     """
 
     __slots__ = ("_items",)
