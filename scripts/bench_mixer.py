@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Mix cost per 20 ms tick, without sockets.
+
+"mix" = batched decode + N-1 mix + beep + clip + encode (BatchMixer.mix);
+"tick" = mix plus the per-participant Python work of a real tick (jitter
+buffer pop, variant bookkeeping, RTP header packing and payload copy), still
+without any system call.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mixer import codecs  # noqa: E402
+from mixer.codecs import VARIANT_OFFSETS  # noqa: E402
+from mixer.conference import BatchMixer, make_beep  # noqa: E402
+from mixer.jitter import FRAME, JitterBuffer  # noqa: E402
+from mixer.rtp import HEADER_SIZE, RtpSender  # noqa: E402
+
+ROOM = 10
+TICKS = 500
+
+
+def bench(n: int) -> tuple[float, float]:
+    rng = np.random.default_rng(0)
+    codec_rows = [i % 2 for i in range(n)]  # half PCMU, half PCMA
+    mixer = BatchMixer(make_beep())
+    mixer.set_layout(codec_rows, [ROOM] * (n // ROOM))
+    pcm = rng.integers(-8000, 8000, (n, TICKS * FRAME)).astype(np.int16)
+    payload = [codecs.encode(pcm[i], "PCMU" if codec_rows[i] == 0 else "PCMA") for i in range(n)]
+    beep_n = len(mixer.beep_frames)
+    beep_rows = list(range(0, n, ROOM * 2))  # a join in every other room ...
+    # --- mix only
+    for i in range(n):
+        mixer.rx[i] = np.frombuffer(payload[i][:FRAME], np.uint8)
+        mixer.variant[i] = VARIANT_OFFSETS[codec_rows[i]][0]
+    t = time.perf_counter()
+    for k in range(TICKS):
+        mixer.mix(beep_rows, [k % beep_n] * len(beep_rows))
+    mix_us = (time.perf_counter() - t) / TICKS * 1e6
+    # --- full tick work without I/O
+    jbs = [JitterBuffer(0xFF) for _ in range(n)]
+    senders = [RtpSender(c * 8, 1234 + i, 0) for i, c in enumerate(codec_rows)]
+    variants = [VARIANT_OFFSETS[c] for c in codec_rows]
+    views = [memoryview(p) for p in payload]
+    rx, var, tx = mixer.rx_flat, mixer.variant, mixer.tx_flat
+    elapsed = 0.0
+    for k in range(TICKS):
+        for i in range(n):  # arrivals (not timed: that is the receive path)
+            jbs[i].put(k * FRAME, views[i], k * FRAME, (k + 1) * FRAME)
+        t = time.perf_counter()
+        for row in range(n):
+            st = jbs[row].pop_into(rx, row * FRAME)
+            var[row] = variants[row][st]
+        mixer.mix(beep_rows, [k % beep_n] * len(beep_rows))
+        for row in range(n):
+            buf = senders[row].next_header(k * FRAME)
+            buf[HEADER_SIZE:] = tx[row * FRAME:(row + 1) * FRAME]
+        elapsed += time.perf_counter() - t
+    tick_us = elapsed / TICKS * 1e6
+    return mix_us, tick_us
+
+
+def main() -> None:
+    print(f"rooms of {ROOM}, {TICKS} ticks each, half PCMU / half PCMA, a beep in every other room")
+    print(f"{'participants':>12} {'mix µs/tick':>12} {'mix µs/part':>12} {'tick µs/tick':>13} {'tick µs/part':>13}")
+    for n in (100, 500, 1000):
+        mix_us, tick_us = bench(n)
+        print(f"{n:>12} {mix_us:>12.1f} {mix_us / n:>12.3f} {tick_us:>13.1f} {tick_us / n:>13.3f}")
+
+
+if __name__ == "__main__":
+    main()
