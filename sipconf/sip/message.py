@@ -96,6 +96,10 @@ _VERSION_RE = re.compile(r"SIP/\d{1,3}\.\d{1,3}", re.I)
 _CSEQ_RE = re.compile(r"(\d{1,10})\s+(" + r"[A-Za-z0-9\-.!%*_+`'~]+" + r")")
 
 
+# lower-case name -> (lookup key, canonical spelling), for the parser's hot loop
+_KEYED = {low: (canon.lower(), canon) for low, canon in _CANONICAL.items()}
+
+
 def canonical_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
@@ -316,11 +320,33 @@ def _find_blank_line(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _split_head(head: str) -> tuple[str, list[tuple[str, str]]]:
-    """Start line and unfolded (name, value) pairs of a decoded header block."""
+# Raw header name (as written, before the colon) -> (lookup key, canonical name).
+# Names repeat across messages, so this skips the regex check and lookups; bounded so
+# that a stream of invented names cannot grow it without limit.
+_NAME_CACHE: dict[str, tuple[str, str]] = {}
+
+
+def _header_key(raw_name: str) -> tuple[str, str]:
+    hit = _NAME_CACHE.get(raw_name)
+    if hit is not None:
+        return hit
+    name = raw_name.rstrip(" \t")
+    if not _TOKEN_RE.fullmatch(name):
+        raise SipParseError("malformed header name")
+    low = name.lower()
+    hit = _KEYED.get(low) or (low, name)
+    if len(_NAME_CACHE) < 4096:
+        _NAME_CACHE[raw_name] = hit
+    return hit
+
+
+def _split_head(head: str) -> tuple[str, list[tuple[str, str, str]]]:
+    """Start line and unfolded (key, canonical name, value) fields of a header block."""
     if "\r" in head:
         head = head.replace("\r\n", "\n")
     lines = head.split("\n")
+    if len(lines) > MAX_HEADERS + 1 and "\n " not in head and "\n\t" not in head:
+        raise SipParseError("too many headers")
     fields: list[list[str]] = []
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
@@ -328,18 +354,16 @@ def _split_head(head: str) -> tuple[str, list[tuple[str, str]]]:
             if not fields:
                 raise SipParseError("continuation line before first header")
             prev = fields[-1]
-            prev[1] = prev[1].rstrip(" \t") + " " + line.strip(" \t")
+            prev[2] = prev[2].rstrip(" \t") + " " + line.strip(" \t")
             continue
-        colon = line.find(":")
-        if colon <= 0:
+        raw_name, colon, value = line.partition(":")
+        if not colon or not raw_name:
             raise SipParseError("malformed header line")
-        name = line[:colon].rstrip(" \t")
-        if not _TOKEN_RE.fullmatch(name):
-            raise SipParseError("malformed header name")
-        fields.append([name, line[colon + 1 :]])
+        key, canon = _header_key(raw_name)
+        fields.append([key, canon, value])
         if len(fields) > MAX_HEADERS:
             raise SipParseError("too many headers")
-    return lines[0], [(n, v.strip(" \t")) for n, v in fields]
+    return lines[0], [(k, n, v.strip(" \t")) for k, n, v in fields]
 
 
 def parse_message(data: bytes) -> Message:
@@ -363,7 +387,7 @@ def _parse(data: bytes) -> Message:
     head_end, body_start = bounds
     start_line, fields = _split_head(data[:head_end].decode("utf-8", "surrogateescape"))
     headers = Headers()
-    headers._items = [(canonical_name(n).lower(), canonical_name(n), v) for n, v in fields]
+    headers._items = fields
 
     msg: Message
     if start_line.startswith("SIP/") or start_line[:4].upper() == "SIP/":
@@ -423,14 +447,22 @@ def _parse_status_line(line: str, headers: Headers) -> Response:
 
 
 def _check_headers(msg: Message) -> None:
-    h = msg.headers
+    # One pass to count fields and remember first values: this runs for every message.
+    counts: dict[str, int] = {}
+    first: dict[str, str] = {}
+    for key, _, value in msg.headers._items:
+        if key in counts:
+            counts[key] += 1
+        else:
+            counts[key] = 1
+            first[key] = value
     for key in _SINGLE_HEADERS:
-        if h.count(key) > 1:
+        if counts.get(key, 0) > 1:
             raise ValueError(f"multiple {canonical_name(key)} headers")
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        if name not in h:
-            raise ValueError(f"missing {name}")
-    vias = h.get_all("Via")
+    for key in ("via", "from", "to", "call-id", "cseq"):
+        if key not in counts:
+            raise ValueError(f"missing {canonical_name(key)}")
+    vias = msg.headers.get_all("Via")
     if not vias:
         raise ValueError("empty Via")
     try:
@@ -438,28 +470,29 @@ def _check_headers(msg: Message) -> None:
             parse_via(v)
     except ValueError:
         raise ValueError("malformed Via") from None
-    for name in ("From", "To"):
+    for key in ("from", "to"):
         try:
-            parse_name_addr(h.get(name) or "")
+            parse_name_addr(first[key])
         except ValueError:
-            raise ValueError(f"malformed {name}") from None
-    if not (h.get("Call-ID") or "").strip():
+            raise ValueError(f"malformed {canonical_name(key)}") from None
+    if not first["call-id"]:
         raise ValueError("empty Call-ID")
     try:
-        _, cseq_method = parse_cseq(h.get("CSeq") or "")
+        _, cseq_method = parse_cseq(first["cseq"])
     except ValueError:
         raise ValueError("malformed CSeq") from None
     if isinstance(msg, Request) and cseq_method != msg.method:
         raise ValueError("CSeq method does not match request method")
-    mf = h.get("Max-Forwards")
+    mf = first.get("max-forwards")
     if mf is not None and (not mf.isdigit() or not mf.isascii() or int(mf) > 255):
         raise ValueError("malformed Max-Forwards")
-    for contact in h.get_all("Contact"):
-        if contact != "*":
-            try:
-                parse_name_addr(contact)
-            except ValueError:
-                raise ValueError("malformed Contact") from None
+    if "contact" in counts:
+        for contact in msg.headers.get_all("Contact"):
+            if contact != "*":
+                try:
+                    parse_name_addr(contact)
+                except ValueError:
+                    raise ValueError("malformed Contact") from None
 
 
 def _body(headers: Headers, rest: bytes) -> bytes:
