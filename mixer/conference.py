@@ -96,7 +96,7 @@ class BatchMixer:
         if self.n == 0:
             return self.tx
         np.bitwise_or(self.rx, self._variant_np, out=self._idx)
-        np.take(DECODE_VARIANTS, self._idx, out=self._dec, mode="clip")
+        np.take(DECODE_VARIANTS, self._idx, out=self._dec, mode="wrap")  # indices always valid; wrap is the fastest unbuffered mode
         np.add.reduceat(self._dec, self._starts, axis=0, out=self._totals)
         np.take(self._totals, self._group_of_row, axis=0, out=self._out, mode="clip")
         out = self._out
