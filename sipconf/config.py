@@ -131,6 +131,9 @@ class ServerConfig:
     rtp_timeout: float = 30
     digest_algorithms: tuple[str, ...] = ("MD5",)
     metrics_port: int = 0
+    # Not in SPEC: how long an INVITE rings (180) before we answer; 0 answers
+    # at once. Lets a caller CANCEL, and suits trunks that dislike instant answers.
+    answer_delay_ms: int = 0
 
     @property
     def advertised_address(self) -> str:
@@ -546,7 +549,7 @@ class _Parser:
             "[server]",
             data,
             ("bind", "advertise", "sip_port", "rtp_ports", "domain", "language", "rtp_timeout",
-             "digest_algorithms", "metrics_port"),
+             "digest_algorithms", "metrics_port", "answer_delay_ms"),
         )
         bind = t.string("bind", d.bind)
         if bind is not None and not _is_ip(bind):
@@ -589,6 +592,7 @@ class _Parser:
             elif canon and len(canon) == len(items) == len(data["digest_algorithms"]):
                 algorithms = tuple(canon)
         metrics_port = t.integer("metrics_port", d.metrics_port, 0, 65535, what=" (0 = off)")
+        answer_delay_ms = t.integer("answer_delay_ms", d.answer_delay_ms, 0, 60000)
         server = ServerConfig(
             bind=bind or d.bind,
             advertise=advertise if advertise is not None else d.advertise,
@@ -600,6 +604,7 @@ class _Parser:
             rtp_timeout=rtp_timeout,
             digest_algorithms=algorithms,
             metrics_port=metrics_port,
+            answer_delay_ms=answer_delay_ms,
         )
         if t.has("sip_port") or t.has("rtp_ports") or t.has("metrics_port"):
             self.problems.extend(_server_port_clashes(server, "[server] sip_port", "[server] metrics_port"))

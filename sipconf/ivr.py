@@ -90,20 +90,15 @@ async def _first_of(get_digit, prompt_ended) -> str | None:
     digit_task = asyncio.ensure_future(get_digit)
     ended_task = asyncio.ensure_future(prompt_ended)
     try:
-        done, _ = await asyncio.wait({digit_task, ended_task}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({digit_task, ended_task}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         ended_task.cancel()
-    if digit_task in done:
-        return digit_task.result()
-    digit_task.cancel()
-    try:
-        await digit_task
-    except asyncio.CancelledError:
-        pass
-    else:
-        # A digit arrived at the very moment it was cancelled: keep it.
-        return digit_task.result()
-    return None
+        if not digit_task.done():
+            digit_task.cancel()
+    if digit_task.cancelled():
+        return None
+    # Done (even if it finished at the very moment we cancelled): keep the digit.
+    return digit_task.result()
 
 
 _DTMF_RELAY_SIGNAL = re.compile(r"^\s*signal\s*=\s*(\S)", re.IGNORECASE | re.MULTILINE)

@@ -17,7 +17,7 @@ from mixer.sounds import load_prompts
 
 from . import __version__
 from .call import Call, CallState, Flow
-from .config import Config
+from .config import Config, digits_of
 from .digest import AuthOutcome, DigestAuthenticator
 from .ivr import DigitCollector, digit_from_info
 from .metrics import MediaStatsCollector, Metrics
@@ -54,7 +54,9 @@ class SipServer:
         self.layer = TransactionLayer()
         self.registrar = Registrar()
         self.router = Router(config)
-        self.auth = DigestAuthenticator(server.domain, server.digest_algorithms)
+        # A correct answer to a nonce of an earlier run (the server restarted)
+        # gets a stale=true challenge rather than a 403, as Asterisk does.
+        self.auth = DigestAuthenticator(server.domain, server.digest_algorithms, foreign_nonce_stale=True)
         self.ports = RtpPortPool(server.rtp_port_min, server.rtp_port_max)
         self.security = Security(config.security)
         self.prompts = load_prompts(server.language)
@@ -131,6 +133,7 @@ class SipServer:
             self.metrics.sip_dropped.labels("malformed").inc()
             self._log_once(source.host, "malformed", "malformed SIP from %s:%d: %s",
                            source.host, source.port, error.reason)
+            log.debug("malformed datagram from %s:%d: %r", source.host, source.port, data[:2000])
             partial = error.partial
             if isinstance(partial, Request) and partial.method != "ACK":
                 try:
@@ -289,7 +292,8 @@ class SipServer:
             self._respond(transaction, challenge_status,
                           headers=[(challenge_header, c) for c in self.auth.challenges(now, stale=True)])
             return None
-        if result.outcome is AuthOutcome.OK and (expected_user is None or result.username == expected_user):
+        if result.outcome is AuthOutcome.OK and (
+                expected_user is None or digits_of(result.username or "") == digits_of(expected_user)):
             return result.username
         self.metrics.auth_failures.inc()
         banned = self.security.auth_failed(source)
@@ -383,7 +387,17 @@ class SipServer:
                  source.host, source.port, number,
                  "room " + call.room.extension if call.room else "receptionist",
                  selection.codec, selection.payload_type)
-        self._answer(transaction, call, offer)
+        delay = self.config.server.answer_delay_ms / 1000
+        if delay > 0:
+            self._respond(transaction, 180, to_tag=call.dialog.local_tag,
+                          headers=[("Contact", self._contact(call.peer))])
+            asyncio.get_running_loop().call_later(delay, self._answer_if_ringing, transaction, call, offer)
+        else:
+            self._answer(transaction, call, offer)
+
+    def _answer_if_ringing(self, transaction: ServerTransaction, call: Call, offer) -> None:
+        if call.state is CallState.RINGING:
+            self._answer(transaction, call, offer)
 
     def _new_call(self, transaction, offer, selection, destination, caller: str) -> Call | None:
         request = transaction.request
