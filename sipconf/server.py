@@ -26,6 +26,7 @@ from .registrar import Registrar
 from .rooms import ConferenceDirectory
 from .routing import ReceptionistDestination, RoomDestination, Router
 from .sdp import NoCommonCodec, SdpError, build_answer, parse_sdp, select_audio
+from .limits import SourceLimits
 from .security import Security, is_scanner
 from .sip.dialog import Dialog, new_tag
 from .sip.message import Request, Response, SipParseError, make_response, parse_message, serialize
@@ -59,6 +60,7 @@ class SipServer:
         self.auth = DigestAuthenticator(server.domain, server.digest_algorithms, foreign_nonce_stale=True)
         self.ports = RtpPortPool(server.rtp_port_min, server.rtp_port_max)
         self.security = Security(config.security)
+        self.limits = SourceLimits(is_trusted=lambda host: self.config.is_trunk_source(host) is not None)
         self.prompts = load_prompts(server.language)
         self.metrics = Metrics()
         self.media: MediaEngine | None = None
@@ -127,6 +129,12 @@ class SipServer:
         now = self.clock()
         if not data.strip():
             return  # keep-alive
+        reason = self.limits.admit(source.host, now)
+        if reason is not None:
+            # Over its share: dropped before parsing, so a flood costs little.
+            self.metrics.sip_dropped.labels(reason).inc()
+            self._log_once(source.host, reason, "SIP from %s over its limit (%s): dropping", source.host, reason)
+            return
         try:
             message = parse_message(data)
         except SipParseError as error:
@@ -137,7 +145,8 @@ class SipServer:
             partial = error.partial
             if isinstance(partial, Request) and partial.method != "ACK":
                 try:
-                    response = make_response(partial, 400, error.reason[:100] or "Bad Request")
+                    status = error.status if 400 <= error.status < 600 else 400
+                    response = make_response(partial, status, error.reason[:100] or "Bad Request")
                     self._send(response, response_destination(partial, source))
                 except Exception:
                     pass  # not routable after all: dropped
@@ -157,7 +166,15 @@ class SipServer:
             if isinstance(event, Send):
                 self.transport.send(serialize(event.message), event.destination)
             elif isinstance(event, RequestReceived):
-                self._dispatch(event.transaction)
+                transaction = event.transaction
+                host = transaction.source.host
+                if not self.limits.may_open(host, self.clock()):
+                    self.metrics.sip_dropped.labels("in_flight").inc()
+                    self._log_once(host, "in_flight", "too many transactions in flight from %s", host)
+                    self._respond(transaction, 503, headers=[("Retry-After", "5")])
+                    continue
+                self.limits.opened(host, transaction.key, self.clock())
+                self._dispatch(transaction)
             elif isinstance(event, AckReceived):
                 call = self.calls.get(event.request.call_id)
                 if call is not None and event.transaction is not None:
@@ -184,6 +201,8 @@ class SipServer:
         response = make_response(request, status, reason, to_tag=to_tag, headers=headers or [],
                                  body=body, content_type=content_type)
         response.headers.add("Server", USER_AGENT)
+        if status >= 200:
+            self.limits.answered(transaction.key)
         self._flush(self.layer.respond(transaction, response, self.clock()))
 
     def _tag_for(self, request: Request) -> str:
