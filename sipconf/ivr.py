@@ -27,17 +27,26 @@ class PromptSink(Protocol):
     def stop_playback(self) -> None: ...
 
 
+_PROMPT_DONE = "prompt-done"
+_DIGIT = "digit"
+
+
 class DigitCollector:
+    """Collects keypad digits; one queue carries both digits and "the prompt
+    ended" notices, so waiting needs no extra tasks. Each prompt gets a
+    generation number, and the end notice of an older prompt is ignored."""
+
     def __init__(self, endpoint: PromptSink, *, inter_digit_timeout: float = INTER_DIGIT_TIMEOUT,
                  first_digit_timeout: float = FIRST_DIGIT_TIMEOUT) -> None:
         self.endpoint = endpoint
         self.inter_digit_timeout = inter_digit_timeout
         self.first_digit_timeout = first_digit_timeout
-        self._digits: asyncio.Queue[str] = asyncio.Queue()
+        self._events: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
+        self._generation = 0
 
     def feed(self, digit: str) -> None:
         if digit in VALID_DIGITS:
-            self._digits.put_nowait(digit)
+            self._events.put_nowait((_DIGIT, digit))
 
     async def say(self, pcm) -> None:
         """Play a prompt to its end (digits typed meanwhile stay queued)."""
@@ -55,50 +64,37 @@ class DigitCollector:
         ``*`` clears what was typed. Returns the digits without ``#``, or None
         when nothing at all was typed.
         """
-        prompt_done = asyncio.Event()
-        self.endpoint.play(pcm, prompt_done.set)
+        self._generation += 1
+        generation = self._generation
+        self.endpoint.play(pcm, lambda: self._events.put_nowait((_PROMPT_DONE, generation)))
+        prompt_running = True
         typed = ""
-        interrupted = False
         try:
             while True:
-                if interrupted or prompt_done.is_set():
-                    timeout = self.inter_digit_timeout if typed else self.first_digit_timeout
-                    try:
-                        digit = await asyncio.wait_for(self._digits.get(), timeout)
-                    except asyncio.TimeoutError:
-                        return typed or None
+                if prompt_running:
+                    timeout = None
                 else:
-                    digit = await _first_of(self._digits.get(), prompt_done.wait())
-                    if digit is None:
-                        continue  # the prompt ended: now the timeouts run
-                if not interrupted:
-                    interrupted = True
+                    timeout = self.inter_digit_timeout if typed else self.first_digit_timeout
+                try:
+                    kind, value = await asyncio.wait_for(self._events.get(), timeout)
+                except asyncio.TimeoutError:
+                    return typed or None
+                if kind == _PROMPT_DONE:
+                    if value == generation:
+                        prompt_running = False
+                    continue
+                if prompt_running:  # digits typed during a prompt interrupt it
+                    prompt_running = False
                     self.endpoint.stop_playback()
-                if digit == "#":
+                if value == "#":
                     return typed
-                if digit == "*":
+                if value == "*":
                     typed = ""
                 else:
-                    typed += digit
+                    typed += str(value)
         finally:
-            if not interrupted and not prompt_done.is_set():
+            if prompt_running:
                 self.endpoint.stop_playback()
-
-
-async def _first_of(get_digit, prompt_ended) -> str | None:
-    """The next digit, or None if the prompt ends first."""
-    digit_task = asyncio.ensure_future(get_digit)
-    ended_task = asyncio.ensure_future(prompt_ended)
-    try:
-        await asyncio.wait({digit_task, ended_task}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        ended_task.cancel()
-        if not digit_task.done():
-            digit_task.cancel()
-    if digit_task.cancelled():
-        return None
-    # Done (even if it finished at the very moment we cancelled): keep the digit.
-    return digit_task.result()
 
 
 _DTMF_RELAY_SIGNAL = re.compile(r"^\s*signal\s*=\s*(\S)", re.IGNORECASE | re.MULTILINE)
