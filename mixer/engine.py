@@ -9,6 +9,7 @@ once per tick for every participant at once (``conference.BatchMixer``).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import random
 import socket
@@ -32,6 +33,9 @@ RCVBUF = 1 << 20
 RELATCH_AFTER = 1.0  # s of silence from the latched address before another may take over
 HOUSEKEEPING_TICKS = 5  # rtp timeout / stale DTMF checks every 100 ms
 _RX_SIZE = 2048
+#: Upper bounds (s) of the tick lateness/work histogram buckets (counts since start).
+TICK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075,
+                0.01, 0.015, 0.02, 0.03, 0.05, 0.1)
 
 
 @dataclass
@@ -47,6 +51,11 @@ class EngineStats:
     participants: int = 0  # open endpoints
     tick_lateness_s: deque = field(default_factory=lambda: deque(maxlen=3000))
     tick_work_s: deque = field(default_factory=lambda: deque(maxlen=3000))
+    # per-bucket (not cumulative) counts of every tick since start, last = +Inf
+    tick_lateness_counts: list = field(default_factory=lambda: [0] * (len(TICK_BUCKETS) + 1))
+    tick_work_counts: list = field(default_factory=lambda: [0] * (len(TICK_BUCKETS) + 1))
+    tick_lateness_sum: float = 0.0
+    tick_work_sum: float = 0.0
 
 
 class Conference(_Conference):
@@ -398,8 +407,15 @@ class MediaEngine:
                 self._tick(clock.tick_index, skipped)
             except Exception:
                 log.exception("mixer tick failed")
-            self.stats.tick_work_s.append(time.perf_counter() - t)
-            self.stats.tick_lateness_s.append(clock.lateness[-1])
+            work = time.perf_counter() - t
+            late = clock.lateness[-1]
+            stats = self.stats
+            stats.tick_work_s.append(work)
+            stats.tick_lateness_s.append(late)
+            stats.tick_work_counts[bisect.bisect_left(TICK_BUCKETS, work)] += 1
+            stats.tick_lateness_counts[bisect.bisect_left(TICK_BUCKETS, late)] += 1
+            stats.tick_work_sum += work
+            stats.tick_lateness_sum += late
 
     def _tick(self, tick: int, skipped: int = 0) -> None:
         stats = self.stats

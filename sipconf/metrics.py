@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from mixer.engine import TICK_BUCKETS
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
@@ -37,6 +38,9 @@ class Metrics:
             self._server = None
 
 
+RECENT_TICKS = 250
+
+
 class MediaStatsCollector:
     """Exports the media engine's counters at scrape time (nothing on the hot path)."""
 
@@ -60,15 +64,40 @@ class MediaStatsCollector:
                 family.add_metric([], float(value))
                 yield family
         for name, attribute, documentation in (
-            ("sipconf_tick_lateness_seconds", "tick_lateness_s", "How late each mixer tick started"),
-            ("sipconf_tick_work_seconds", "tick_work_s", "Time each mixer tick took"),
+            ("sipconf_rtp_send_errors", "send_errors", "RTP packets the socket refused to send"),
+            ("sipconf_mixer_ticks_skipped", "ticks_skipped", "Mixer ticks skipped to catch up after a stall"),
         ):
-            samples = list(getattr(stats, attribute, ()) or ())
-            buckets = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
-            counts = []
-            for bound in buckets:
-                counts.append((str(bound), float(sum(1 for s in samples if s <= bound))))
-            counts.append(("+Inf", float(len(samples))))
-            family = HistogramMetricFamily(name, documentation + " (recent ticks)",
-                                           buckets=counts, sum_value=float(sum(samples)))
+            value = getattr(stats, attribute, None)
+            if value is not None:
+                family = CounterMetricFamily(name, documentation)
+                family.add_metric([], float(value))
+                yield family
+        endpoints = getattr(stats, "participants", None)
+        if endpoints is not None:
+            family = GaugeMetricFamily("sipconf_rtp_endpoints", "Open RTP endpoints (calls with media)")
+            family.add_metric([], float(endpoints))
             yield family
+        for name, kind, documentation in (
+            ("sipconf_tick_lateness_seconds", "lateness", "How late each mixer tick started"),
+            ("sipconf_tick_work_seconds", "work", "Time each mixer tick took"),
+        ):
+            # Cumulative since start (diff two scrapes for a window's quantiles).
+            counts = getattr(stats, f"tick_{kind}_counts", None)
+            if counts is not None:
+                buckets, running = [], 0
+                for bound, count in zip((*TICK_BUCKETS, float("inf")), counts):
+                    running += count
+                    buckets.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
+                yield HistogramMetricFamily(name, documentation, buckets=buckets,
+                                            sum_value=float(getattr(stats, f"tick_{kind}_sum", 0.0)))
+            # Exact quantiles of the last RECENT_TICKS ticks, computed at scrape time.
+            samples = list(getattr(stats, f"tick_{kind}_s", ()) or ())[-RECENT_TICKS:]
+            if samples:
+                samples.sort()
+                family = GaugeMetricFamily(f"{name[:-len('_seconds')]}_recent_seconds",
+                                           f"{documentation}: quantiles of the last {RECENT_TICKS} ticks "
+                                           f"({RECENT_TICKS // 50} s); quantile 1 is the maximum",
+                                           labels=["quantile"])
+                for q in ("0.5", "0.99", "1"):
+                    family.add_metric([q], samples[min(len(samples) - 1, int(float(q) * len(samples)))])
+                yield family
