@@ -35,6 +35,7 @@ from .sip.transaction import (AckReceived, AckTimeout, ClientTimeout, Destinatio
                               response_destination)
 from .sip.uri import parse_name_addr
 from .transport import SipTransport
+from .trunk_registration import Registration, TrunkRegistrations
 
 log = logging.getLogger("sipconf.server")
 
@@ -57,7 +58,8 @@ class SipServer:
         self.router = Router(config)
         # A correct answer to a nonce of an earlier run (the server restarted)
         # gets a stale=true challenge rather than a 403, as Asterisk does.
-        self.auth = DigestAuthenticator(server.domain, server.digest_algorithms, foreign_nonce_stale=True)
+        self.auth = DigestAuthenticator(server.domain, server.digest_algorithms, foreign_nonce_stale=True,
+                                        allow_no_qop=True)
         self.ports = RtpPortPool(server.rtp_port_min, server.rtp_port_max)
         self.security = Security(config.security)
         self.limits = SourceLimits(is_trusted=lambda host: self.config.is_trunk_source(host) is not None)
@@ -68,6 +70,9 @@ class SipServer:
         self.calls: dict[str, Call] = {}
         self.transport = SipTransport(server.bind, server.sip_port, self.on_message)
         self._timer_task: asyncio.Task | None = None
+        # Trunks with [trunks.register]: we REGISTER to the provider (issue #4).
+        self.trunk_registrations = TrunkRegistrations(config, clock=clock, user_agent=USER_AGENT)
+        self._registration_task: asyncio.Task | None = None
         self._logged: dict[tuple[str, str], float] = {}
         self._stopping = False
 
@@ -81,6 +86,9 @@ class SipServer:
         self.conferences = ConferenceDirectory(self.media.new_conference)
         await self.transport.start()
         self._timer_task = asyncio.get_running_loop().create_task(self._run_timers())
+        if self.trunk_registrations:
+            self._registration_task = asyncio.get_running_loop().create_task(
+                self.trunk_registrations.run(lambda *item: self._send_registers([item])))
         self.metrics.watch("sipconf_participants", "Callers in a conference now", lambda: self.conferences.participants)
         self.metrics.watch("sipconf_conferences", "Conferences with at least one caller", lambda: self.conferences.conferences)
         self.metrics.watch("sipconf_calls_active", "Calls up now", lambda: len(self.calls))
@@ -95,6 +103,9 @@ class SipServer:
         self._stopping = True
         for call in list(self.calls.values()):
             self.hang_up(call, "server shutdown")
+        if self._registration_task is not None:
+            self._registration_task.cancel()
+        self._send_registers(self.trunk_registrations.stop(self.clock()))  # Expires: 0
         deadline = self.clock() + SHUTDOWN_GRACE
         while len(self.layer) and self.layer.has_pending_requests() and self.clock() < deadline:
             await asyncio.sleep(0.05)
@@ -183,6 +194,9 @@ class SipServer:
                 call = self.calls.get(event.transaction.request.call_id)
                 if call is not None and call.state is CallState.ANSWERED:
                     self.hang_up(call, "no ACK for 200 OK (Timer H)")
+            elif isinstance(event, (ResponseReceived, ClientTimeout)) and isinstance(
+                    event.transaction.context, Registration):
+                self._send_registers(self.trunk_registrations.on_event(event, self.clock()))
             elif isinstance(event, ClientTimeout):
                 log.info("call %s: no answer to our %s", event.transaction.request.call_id,
                          event.transaction.method)
@@ -191,6 +205,17 @@ class SipServer:
 
     def _send(self, message, destination: Destination) -> None:
         self.transport.send(serialize(message), destination)
+
+    def _send_registers(self, requests: list[tuple[Request, Destination, Registration]]) -> None:
+        """Our REGISTERs to trunk registrars, each in a client transaction of its own."""
+        for request, destination, registration in requests:
+            _, events = self.layer.request(request, destination, self.clock(), context=registration)
+            self._flush(events)
+
+    def _trunk_for_source(self, host: str):
+        """The trunk a request from ``host`` arrives over: a trunk whose ``allow``
+        list holds it, or one registered to a registrar at that address."""
+        return self.config.is_trunk_source(host) or self.trunk_registrations.trunk_for_source(host, self.clock())
 
     def _respond(self, transaction: ServerTransaction, status: int, reason: str | None = None, *,
                  to_tag: str | None = None, headers: list[tuple[str, str]] | None = None,
@@ -359,7 +384,7 @@ class SipServer:
         if self.security.source_banned(source.host):
             self._respond(transaction, 403)
             return
-        trunk = self.config.is_trunk_source(source.host)
+        trunk = self._trunk_for_source(source.host)
         from_user = _from_user(request)
         if trunk is not None:
             caller = f"trunk {trunk.name}: {from_user or 'anonymous'}"
