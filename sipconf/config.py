@@ -230,9 +230,12 @@ class Config:
         else:
             receptionist = "no receptionist"
         host = f"[{s.bind}]" if ":" in s.bind else s.bind
+        registering = [f"{t.name} registers to {t.register.registrar} as {t.register.username}"
+                       for t in self.trunks if t.register is not None]
+        trunks = f"{len(self.trunks)} trunks" + (f" ({'; '.join(registering)})" if registering else "")
         return (
             f"{s.domain}: {len(self.extensions)} extensions, {len(self.rooms)} rooms "
-            f"({conferences} conferences), {len(self.trunks)} trunks, {receptionist}; "
+            f"({conferences} conferences), {trunks}, {receptionist}; "
             f"SIP {host}:{s.sip_port}, RTP {s.rtp_port_min}-{s.rtp_port_max}"
         )
 
