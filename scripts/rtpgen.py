@@ -2,16 +2,18 @@
 """A light RTP load generator: G.711 packets, 20 ms, to many server ports.
 
 One SIPp process streaming RTP tops out around 400-500 participants on one
-core; this one sends prebuilt packets from raw UDP sockets (one per call, so
-that the server's latching sees one source per call) on a drift-free 20 ms
-schedule, counts what comes back, and reports its own CPU time so that a
-saturated generator is never mistaken for a server limit.
+core; this one sends one prebuilt packet per call per 20 ms round from a
+single UDP socket (only the SSRC is patched per call), on a drift-free
+schedule, counts what comes back per call and per second, and reports its
+own CPU time so that a saturated generator is never mistaken for a server
+limit.
 
 Library use (scripts/loadtest, tests): ``read_pcap_rtp``, ``speech_alaw``,
 ``RtpGenerator``. Command line: ``rtpgen.py --write-alaw FILE`` writes the
 speech of SIPp's g711a.pcap as raw A-law (SIPp ``rtp_stream`` input);
-``rtpgen.py --targets FILE --seconds S`` streams to the ``host port`` lines
-of FILE and prints one JSON line of counts.
+``rtpgen.py --follow ports.log --seconds S --out report.json`` streams to
+every call that room_join_rtpgen.xml logs ("join <port>" .. "bye <port>");
+``--ports P ...`` streams to fixed server ports.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import argparse
 import json
 import os
 import random
-import resource
 import select
+import signal
 import socket
 import struct
 import sys
@@ -72,142 +74,248 @@ def frames_of(audio: bytes) -> list[bytes]:
 
 
 class RtpGenerator:
-    """Streams 20 ms G.711 packets from one UDP socket per target.
+    """Streams 20 ms G.711 packets to the server RTP ports of many calls.
 
-    ``targets``: (host, port) of each call's server RTP port. Packets are
-    built once per frame of audio (the header's seq/timestamp words are
-    patched in place), sent on a schedule from a monotonic start; late
-    rounds are sent at once, never skipped, so the count stays exact.
+    One UDP socket for every call: the server latches each call's endpoint
+    onto it and sends the mix back there; answers are told apart by their
+    source port (the call's server port). Each round (every 20 ms from a
+    monotonic start) one packet goes to every active call: one header and
+    payload per round, only the SSRC patched per call. A late round is sent
+    at once, never skipped, so counts stay exact. Received packets are
+    counted per call and per second (``bins``), the generator's own CPU per
+    second too, so that the caller can pick its steady window afterwards.
+
+    Calls come from ``add``/``remove`` or from SIPp's log (``follow``):
+    "join <port>" starts streaming ``start_delay`` s later (after SIPp's
+    own DTMF source has been quiet long enough for the server to latch onto
+    us), "bye <port>" stops it.
     """
 
-    def __init__(self, targets: list[tuple[str, int]], *, audio: bytes | None = None, payload_type: int = 8,
-                 bind: str = "127.0.0.1", sockets: list[socket.socket] | None = None) -> None:
-        self.targets = list(targets)
+    def __init__(self, host: str = "127.0.0.1", *, audio: bytes | None = None, payload_type: int = 8,
+                 bind: str = "127.0.0.1", start_delay: float = 1.2) -> None:
+        self.host = host
         frames = frames_of(audio if audio is not None else speech_alaw())
         if not frames:
             raise ValueError("no audio")
         self.frames = frames
         self.payload_type = payload_type
-        if sockets is None:
-            sockets = []
-            for _ in self.targets:
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-                s.bind((bind, 0))
-                s.setblocking(False)
-                sockets.append(s)
-        self.sockets = sockets
-        self.sent = 0
-        self.received = 0
-        self.send_errors = 0
+        self.start_delay = start_delay
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        self.sock.bind((bind, 0))
+        self.sock.setblocking(False)
+        self.local = self.sock.getsockname()
+        self._pending: list[tuple[float, int]] = []  # (start at, port)
+        self._active: dict[int, bytes] = {}          # port -> SSRC bytes
+        self.t0 = time.monotonic()
+        self.bins: dict[int, list[int]] = {}         # port -> packets received in each second since t0
+        self.sent_bins: list[int] = []               # packets sent in each second since t0
+        self.cpu_bins: list[float] = []              # own CPU seconds used in each second since t0
+        self.joined: dict[int, float] = {}           # port -> when streaming started (monotonic)
+        self.ended: dict[int, float] = {}
+        self.sent = self.received = self.send_errors = 0
         self.late_rounds = 0
-        self.cpu_s = 0.0
-        self.wall_s = 0.0
+        self.max_round_late = 0.0
+        self._log = None
+        self._log_tail = b""
 
     def close(self) -> None:
-        for s in self.sockets:
-            s.close()
+        self.sock.close()
+        if self._log is not None:
+            self._log.close()
 
-    def run(self, seconds: float, *, offset_frames: int = 0) -> dict:
-        """Stream for ``seconds`` (bounded); returns counts and own CPU."""
-        n = len(self.targets)
-        ssrcs = [random.getrandbits(32) for _ in range(n)]
-        seq0 = [random.getrandbits(16) for _ in range(n)]
-        ts0 = [random.getrandbits(32) for _ in range(n)]
-        bufs = [bytearray(12 + FRAME) for _ in range(n)]
-        for i, b in enumerate(bufs):
-            struct.pack_into("!BBHII", b, 0, 0x80, 0x80 | self.payload_type, seq0[i], ts0[i], ssrcs[i])
+    def add(self, port: int, delay: float | None = None) -> None:
+        self._pending.append((time.monotonic() + (self.start_delay if delay is None else delay), port))
+
+    def remove(self, port: int) -> None:
+        self._pending = [(t, p) for t, p in self._pending if p != port]
+        if self._active.pop(port, None) is not None:
+            self.ended[port] = time.monotonic()
+
+    def follow(self, log_path: str | os.PathLike) -> None:
+        self._log_path = Path(log_path)
+
+    def _read_log(self) -> None:
+        if self._log is None:
+            path = getattr(self, "_log_path", None)
+            if path is None or not path.exists():
+                return
+            self._log = open(path, "rb")
+        data = self._log.read()
+        if not data:
+            return
+        lines = (self._log_tail + data).split(b"\n")
+        self._log_tail = lines.pop()
+        for line in lines:
+            words = line.split()
+            if len(words) >= 2 and words[-1].isdigit():
+                if words[-2] == b"join":
+                    self.add(int(words[-1]))
+                elif words[-2] == b"bye":
+                    self.remove(int(words[-1]))
+
+    def _bin(self, bins: list, second: int):
+        while len(bins) <= second:
+            bins.append(0)
+        return bins
+
+    def run(self, until: float, *, stop_when_idle_after: float | None = None) -> dict:
+        """Stream until monotonic time ``until`` (or, with
+        ``stop_when_idle_after``, once every call has ended after that time)."""
+        sock = self.sock
+        recv_into = sock.recvfrom_into
+        sendto = sock.sendto
+        rxbuf = bytearray(2048)
+        pkt = bytearray(12 + FRAME)
         pack_into = struct.pack_into
         frames = self.frames
         nframes = len(frames)
-        rounds = int(seconds * 50)
-        socks = self.sockets
-        dests = self.targets
-        rxbuf = bytearray(2048)
+        host = self.host
+        t0 = self.t0
+        bins = self.bins
+        sent_bins = self.sent_bins
+        cpu_bins = self.cpu_bins
         poller = select.epoll()
-        fd_to_sock = {}
-        for s in socks:
-            poller.register(s.fileno(), select.EPOLLIN)
-            fd_to_sock[s.fileno()] = s
-        usage0 = resource.getrusage(resource.RUSAGE_SELF)
+        poller.register(sock.fileno(), select.EPOLLIN)
+        seq0 = random.getrandbits(16)
+        ts0 = random.getrandbits(32)
         start = time.monotonic()
-        sent = errors = received = late = 0
+        r = 0
+        last_second = -1
+        cpu_before = time.process_time()
+        dests: list[tuple[tuple[str, int], bytes]] = []
+        changed = True
         try:
-            for r in range(rounds):
+            while True:
                 due = start + r * 0.02
-                # receive until the round is due (drain what came back)
+                # drain answers until the round is due
                 while True:
-                    wait = due - time.monotonic()
-                    for fd, _ in poller.poll(max(wait, 0)):
-                        s = fd_to_sock[fd]
+                    now = time.monotonic()
+                    wait = due - now
+                    second = int(now - t0)
+                    if second != last_second:
+                        cpu_now = time.process_time()
+                        self._bin(cpu_bins, second)[second] += cpu_now - cpu_before
+                        cpu_before = cpu_now
+                        last_second = second
+                        self._bin(sent_bins, second)
+                    events = poller.poll(wait if wait > 0 else 0)
+                    if events:
+                        second = int(time.monotonic() - t0)
+                        got = 0
                         while True:
                             try:
-                                s.recv_into(rxbuf)
+                                _, addr = recv_into(rxbuf)
                             except (BlockingIOError, InterruptedError):
                                 break
                             except OSError:
                                 break
-                            received += 1
+                            got += 1
+                            b = bins.get(addr[1])
+                            if b is None:
+                                b = bins[addr[1]] = []
+                            if len(b) <= second:
+                                b.extend([0] * (second + 1 - len(b)))
+                            b[second] += 1
+                        self.received += got
                     if wait <= 0:
                         break
-                if time.monotonic() - due > 0.02:
-                    late += 1
-                payload = frames[(r + offset_frames) % nframes]
-                for i in range(n):
-                    b = bufs[i]
-                    pack_into("!HI", b, 2, (seq0[i] + r) & 0xFFFF, (ts0[i] + r * FRAME) & 0xFFFFFFFF)
-                    if r == 1:
-                        b[1] &= 0x7F  # marker only on the first packet
-                    b[12:] = payload
-                    try:
-                        socks[i].sendto(b, dests[i])
-                        sent += 1
-                    except OSError:
-                        errors += 1
-            # the last round's answers
-            end = time.monotonic() + 0.1
-            while time.monotonic() < end:
-                for fd, _ in poller.poll(0.02):
-                    s = fd_to_sock[fd]
-                    while True:
+                now = time.monotonic()
+                if now >= until:
+                    break
+                late = now - due
+                if late > 0.02:
+                    self.late_rounds += 1
+                if late > self.max_round_late:
+                    self.max_round_late = late
+                self._read_log()
+                if self._pending:
+                    ready = [(t, p) for t, p in self._pending if t <= now]
+                    if ready:
+                        self._pending = [(t, p) for t, p in self._pending if t > now]
+                        for _, port in ready:
+                            self._active[port] = struct.pack("!I", random.getrandbits(32))
+                            self.joined[port] = now
+                        changed = True
+                if changed or len(dests) != len(self._active):
+                    dests = [((host, port), ssrc) for port, ssrc in self._active.items()]
+                    changed = False
+                if (stop_when_idle_after is not None and now >= stop_when_idle_after
+                        and not self._active and not self._pending):
+                    break
+                if dests:
+                    pack_into("!BBHI", pkt, 0, 0x80, self.payload_type, (seq0 + r) & 0xFFFF,
+                              (ts0 + r * FRAME) & 0xFFFFFFFF)
+                    pkt[12:] = frames[r % nframes]
+                    errors = 0
+                    for dest, ssrc in dests:
+                        pkt[8:12] = ssrc
                         try:
-                            s.recv_into(rxbuf)
+                            sendto(pkt, dest)
                         except OSError:
-                            break
-                        received += 1
+                            errors += 1
+                    n = len(dests) - errors
+                    self.sent += n
+                    self.send_errors += errors
+                    second = int(time.monotonic() - t0)
+                    self._bin(sent_bins, second)[second] += n
+                r += 1
         finally:
             poller.close()
-        wall = time.monotonic() - start
-        usage1 = resource.getrusage(resource.RUSAGE_SELF)
-        self.sent += sent
-        self.received += received
-        self.send_errors += errors
-        self.late_rounds += late
-        self.cpu_s += (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
-        self.wall_s += wall
-        return {"targets": n, "seconds": wall, "sent": sent, "received": received, "send_errors": errors,
-                "late_rounds": late, "cpu_s": self.cpu_s, "cpu_share": self.cpu_s / wall if wall else 0.0}
+            cpu_now = time.process_time()
+            second = int(time.monotonic() - t0)
+            self._bin(cpu_bins, second)[second] += cpu_now - cpu_before
+        return self.report()
+
+    def report(self) -> dict:
+        return {"t0": self.t0, "local": list(self.local), "sent": self.sent, "received": self.received,
+                "send_errors": self.send_errors, "late_rounds": self.late_rounds,
+                "max_round_late": self.max_round_late, "cpu_bins": self.cpu_bins, "sent_bins": self.sent_bins,
+                "bins": {str(k): v for k, v in self.bins.items()},
+                "joined": {str(k): v for k, v in self.joined.items()},
+                "ended": {str(k): v for k, v in self.ended.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write-alaw", metavar="FILE", help="write g711a.pcap's speech as raw A-law and exit")
-    parser.add_argument("--targets", metavar="FILE", help="lines 'host port', one per call")
-    parser.add_argument("--seconds", type=float, default=10.0, help="how long to stream (max 3600)")
+    parser.add_argument("--follow", metavar="LOG", help="SIPp log of 'join <port>' / 'bye <port>' lines")
+    parser.add_argument("--ports", metavar="P", type=int, nargs="*", default=[], help="server RTP ports to stream to")
+    parser.add_argument("--host", default="127.0.0.1", help="the server's RTP address")
+    parser.add_argument("--bind", default="127.0.0.1", help="our address")
+    parser.add_argument("--seconds", type=float, default=10.0, help="stop after this long (max 3600)")
+    parser.add_argument("--start-delay", type=float, default=1.2,
+                        help="seconds from 'join' to the first packet (the server relatches after 1 s)")
+    parser.add_argument("--out", metavar="FILE", help="write the JSON report here (default: stdout)")
     args = parser.parse_args(argv)
     if args.write_alaw:
         Path(args.write_alaw).write_bytes(speech_alaw())
         return 0
-    if not args.targets:
-        parser.error("--targets or --write-alaw")
-    targets = []
-    for line in Path(args.targets).read_text().splitlines():
-        if line.strip():
-            host, port = line.split()[:2]
-            targets.append((host, int(port)))
-    gen = RtpGenerator(targets)
+    if not args.follow and not args.ports:
+        parser.error("--follow, --ports or --write-alaw")
+    gen = RtpGenerator(args.host, bind=args.bind, start_delay=args.start_delay)
+    stop = {"now": False}
+
+    def on_signal(*_):
+        stop["now"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
     try:
-        print(json.dumps(gen.run(min(args.seconds, 3600.0))))
+        for port in args.ports:
+            gen.add(port, 0)
+        if args.follow:
+            gen.follow(args.follow)
+        try:
+            report = gen.run(time.monotonic() + min(args.seconds, 3600.0))
+        except KeyboardInterrupt:
+            report = gen.report()
+        text = json.dumps(report)
+        if args.out:
+            Path(args.out).write_text(text)
+        else:
+            print(text)
     finally:
         gen.close()
     return 0
