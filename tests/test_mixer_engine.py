@@ -69,13 +69,15 @@ async def test_two_endpoints_hear_each_other_dtmf_and_timeout():
         b_dst = ("127.0.0.1", ep_b.local_port)
         ssrc_a, ssrc_b = 0x1111, 0x2222
         got = {"a": [], "b": []}
-        for i in range(40):  # 800 ms of audio, paced at 20 ms
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i in range(40):  # 800 ms of audio, paced at 20 ms from a fixed start like a phone's clock
             a_sock.sendto(rtp.build(0, i, i * 160, ssrc_a, codecs.encode(tone(440, 160, i * 160), "PCMU")), a_dst)
             b_sock.sendto(rtp.build(0, i, i * 160, ssrc_b, codecs.encode(tone(1250, 160, i * 160), "PCMU")), b_dst)
             if i == 5:  # junk and a foreign payload type: dropped silently
                 a_sock.sendto(b"\x00junk", a_dst)
                 a_sock.sendto(rtp.build(13, 99, 0, ssrc_a, b"\x00"), a_dst)
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - loop.time()))
             got["a"] += drain(a_sock)
             got["b"] += drain(b_sock)
         # RFC 4733 digit '7': start, update, three end packets -> one digit
