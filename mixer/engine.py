@@ -1,9 +1,12 @@
 """The media engine: RTP endpoints, conferences and the 20 ms tick on asyncio.
 
-Knows nothing of SIP. Receiving drains each socket until EAGAIN from a
-``loop.add_reader`` callback and does only header checks plus a byte copy
-into the participant's jitter buffer; all decoding/mixing/encoding happens
-once per tick for every participant at once (``conference.BatchMixer``).
+Knows nothing of SIP. RTP is read at the start of each tick: one poll call
+(an epoll of every RTP socket, not the event loop's) finds the sockets with
+a datagram and each is read once per poll round, with only header checks
+plus a byte copy into the participant's jitter buffer: no event-loop callback
+per datagram and no EAGAIN exception per socket. All decoding/mixing/encoding
+happens once per tick for every participant at once (``conference.BatchMixer``).
+RTCP is still drained by an event-loop reader (a few packets a second).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import bisect
 import logging
 import random
+import select
 import socket
 import time
 from collections import deque
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 
 RCVBUF = 1 << 20
 RELATCH_AFTER = 1.0  # s of silence from the latched address before another may take over
+RX_ROUNDS = 16  # poll rounds per tick: up to this many datagrams per socket per tick
 HOUSEKEEPING_TICKS = 5  # rtp timeout / stale DTMF checks every 100 ms
 _RX_SIZE = 2048
 #: Upper bounds (s) of the tick lateness/work histogram buckets (counts since start).
@@ -101,7 +106,8 @@ class RtpEndpoint:
         self._prompt_pos = 0
         self._prompt_done: Callable[[], None] | None = None
         self.dropped = 0
-        engine._loop.add_reader(rtp.fileno(), self._on_readable)
+        self._fd = rtp.fileno()
+        engine._watch(self)
         engine._loop.add_reader(rtcp.fileno(), self._on_rtcp)
 
     # -- public API ---------------------------------------------------------------------------
@@ -162,11 +168,12 @@ class RtpEndpoint:
         self.stop_playback()
         if self.conference is not None:
             self.conference.remove(self)
+        self._engine._unwatch(self)
+        try:
+            self._loop.remove_reader(self._rtcp.fileno())
+        except (ValueError, OSError):
+            pass
         for s in (self._sock, self._rtcp):
-            try:
-                self._loop.remove_reader(s.fileno())
-            except (ValueError, OSError):
-                pass
             s.close()
         self._engine._forget(self)
 
@@ -180,79 +187,67 @@ class RtpEndpoint:
             except OSError:
                 return
 
-    def _on_readable(self) -> None:
-        sock = self._sock
+    def _receive(self, now: float) -> int:
+        """Read one datagram (the engine's poll said one is there) into the
+        jitter buffer; returns 1 when it was dropped, 0 when used, -1 when
+        nothing was read. No loop, so no EAGAIN exception per socket per tick."""
         buf = self._rxbuf
-        mv = self._rxmv
-        unpack = RTP_HEADER.unpack_from
-        pt_audio = self.payload_type
-        pt_te = self.telephone_event_pt
-        jitter = self.jitter
-        now = time.monotonic()
-        n_in = dropped = 0
-        while True:
-            try:
-                n, addr = sock.recvfrom_into(buf)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                break
-            n_in += 1
-            if n < HEADER_SIZE:
-                dropped += 1
-                continue
-            b0, b1, seq, ts, ssrc = unpack(buf, 0)
-            if b0 != 0x80:  # slow path: CSRCs, extension, padding, or not RTP v2
-                if b0 & 0xC0 != 0x80:
-                    dropped += 1
-                    continue
-                start = HEADER_SIZE + 4 * (b0 & 0x0F)
-                if b0 & 0x10:
-                    if n < start + 4:
-                        dropped += 1
-                        continue
-                    start += 4 + 4 * ((buf[start + 2] << 8) | buf[start + 3])
-                end = n
-                if b0 & 0x20:
-                    end -= buf[n - 1]
-                if end <= start:
-                    dropped += 1
-                    continue
-            else:
-                start, end = HEADER_SIZE, n
-            pt = b1 & 0x7F
-            if pt != pt_audio and pt != pt_te:
-                if addr == self._latched:
-                    self._last_rx = now  # e.g. comfort noise: the phone is still there
-                dropped += 1
-                continue
-            if addr != self._latched:
-                if self._latched is not None and now - self._latched_at < RELATCH_AFTER:
-                    dropped += 1  # someone else while the latched source is alive
-                    continue
-                self._latched = self._dest = addr
-            self._latched_at = now
-            self._last_rx = now  # only RTP we accept keeps a call alive, not junk
-            if pt == pt_audio:
-                if ssrc != self._audio_ssrc:
-                    if self._audio_ssrc is not None:
-                        jitter.reset()  # a new stream replaces the old one (SPEC 5)
-                    self._audio_ssrc = ssrc
-                if not jitter.put(ts, mv, start, end):
-                    dropped += 1
-            else:
-                if end - start < 4:
-                    dropped += 1
-                    continue
-                event, flags, _duration = TELEPHONE_EVENT.unpack_from(buf, start)
-                digits = self.dtmf.feed(ts, event, bool(flags & 0x80), now)
-                if digits:
-                    self._emit_digits(digits)
-        if n_in:
-            stats = self._engine.stats
-            stats.packets_in += n_in
-            stats.packets_dropped += dropped
-            self.dropped += dropped
+        try:
+            n, addr = self._sock.recvfrom_into(buf)
+        except OSError:  # BlockingIOError included: spurious readiness
+            return -1
+        if n < HEADER_SIZE:
+            self.dropped += 1
+            return 1
+        b0, b1, seq, ts, ssrc = RTP_HEADER.unpack_from(buf, 0)
+        if b0 != 0x80:  # slow path: CSRCs, extension, padding, or not RTP v2
+            if b0 & 0xC0 != 0x80:
+                self.dropped += 1
+                return 1
+            start = HEADER_SIZE + 4 * (b0 & 0x0F)
+            if b0 & 0x10:
+                if n < start + 4:
+                    self.dropped += 1
+                    return 1
+                start += 4 + 4 * ((buf[start + 2] << 8) | buf[start + 3])
+            end = n
+            if b0 & 0x20:
+                end -= buf[n - 1]
+            if end <= start:
+                self.dropped += 1
+                return 1
+        else:
+            start, end = HEADER_SIZE, n
+        pt = b1 & 0x7F
+        if pt != self.payload_type and pt != self.telephone_event_pt:
+            if addr == self._latched:
+                self._last_rx = now  # e.g. comfort noise: the phone is still there
+            self.dropped += 1
+            return 1
+        if addr != self._latched:
+            if self._latched is not None and now - self._latched_at < RELATCH_AFTER:
+                self.dropped += 1  # someone else while the latched source is alive
+                return 1
+            self._latched = self._dest = addr
+        self._latched_at = now
+        self._last_rx = now  # only RTP we accept keeps a call alive, not junk
+        if pt == self.payload_type:
+            if ssrc != self._audio_ssrc:
+                if self._audio_ssrc is not None:
+                    self.jitter.reset()  # a new stream replaces the old one (SPEC 5)
+                self._audio_ssrc = ssrc
+            if not self.jitter.put(ts, self._rxmv, start, end):
+                self.dropped += 1
+                return 1
+            return 0
+        if end - start < 4:
+            self.dropped += 1
+            return 1
+        event, flags, _duration = TELEPHONE_EVENT.unpack_from(buf, start)
+        digits = self.dtmf.feed(ts, event, bool(flags & 0x80), now)
+        if digits:
+            self._emit_digits(digits)
+        return 0
 
     def _emit_digits(self, digits: str) -> None:
         for d in digits:
@@ -292,6 +287,11 @@ class MediaEngine:
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+        # RTP sockets are polled from the tick, not watched by the event loop:
+        # one poll syscall finds every socket with a datagram, and each is
+        # read exactly once per round (no per-datagram callback, no EAGAIN).
+        self._rx_poll = select.epoll() if hasattr(select, "epoll") else select.poll()
+        self._by_fd: dict[int, RtpEndpoint] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -309,6 +309,7 @@ class MediaEngine:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        self._rx_poll.close()
 
     def open_endpoint(self, rtp_port: int, *, codec: str, payload_type: int, telephone_event_pt: int | None,
                       remote: tuple[str, int] | None, on_digit: Callable[[str], None],
@@ -336,6 +337,45 @@ class MediaEngine:
         return Conference(self._mark_dirty)
 
     # -- internals --------------------------------------------------------------------------------
+    def _watch(self, ep: RtpEndpoint) -> None:
+        self._rx_poll.register(ep._fd, select.POLLIN)
+        self._by_fd[ep._fd] = ep
+
+    def _unwatch(self, ep: RtpEndpoint) -> None:
+        if self._by_fd.get(ep._fd) is ep:
+            del self._by_fd[ep._fd]
+            try:
+                self._rx_poll.unregister(ep._fd)
+            except (KeyError, OSError, ValueError):
+                pass
+
+    def _receive_all(self) -> None:
+        by_fd = self._by_fd
+        if not by_fd:
+            return
+        now = time.monotonic()
+        poll = self._rx_poll.poll
+        epoll = isinstance(self._rx_poll, getattr(select, "epoll", ()))
+        n_in = dropped = 0
+        for _ in range(RX_ROUNDS):
+            events = poll(0, len(by_fd) + 8) if epoll else poll(0)
+            if not events:
+                break
+            for fd, _mask in events:
+                ep = by_fd.get(fd)
+                if ep is not None:
+                    r = ep._receive(now)
+                    if r:
+                        if r > 0:
+                            dropped += 1
+                        else:
+                            n_in -= 1
+                    n_in += 1
+        if n_in:
+            stats = self.stats
+            stats.packets_in += n_in
+            stats.packets_dropped += dropped
+
     def _mark_dirty(self) -> None:
         self._dirty = True
 
@@ -426,6 +466,7 @@ class MediaEngine:
             stats.ticks_skipped += skipped
             for ep in self._endpoints:
                 ep.jitter.skip(skipped)
+        self._receive_all()
         if self._dirty:
             self._relayout()
         rows = self._rows
