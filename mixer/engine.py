@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 RCVBUF = 1 << 20
 RELATCH_AFTER = 1.0  # s of silence from the latched address before another may take over
+#: One outgoing G.711 packet: RTP header (RFC 3550, network byte order) + 20 ms.
+PACKET = np.dtype([("b0", "u1"), ("b1", "u1"), ("seq", ">u2"), ("ts", ">u4"), ("ssrc", ">u4"),
+                   ("payload", "u1", (FRAME,))])
 RX_ROUNDS = 16  # poll rounds per tick: up to this many datagrams per socket per tick
 JUNK_SKIP = 64  # dropped datagrams skipped per read (see RtpEndpoint._receive)
 HOUSEKEEPING_TICKS = 5  # rtp timeout / stale DTMF checks every 100 ms
@@ -134,6 +137,8 @@ class RtpEndpoint:
             self._variants = VARIANT_OFFSETS[ci]
             self.jitter.reset(SILENCE_BYTE[self.codec])
             self._engine._dirty = True
+        if payload_type != self.payload_type:
+            self._engine._dirty = True  # the batched headers carry it
         self.payload_type = payload_type
         self._sender.payload_type = payload_type
         self.telephone_event_pt = -1 if telephone_event_pt is None else telephone_event_pt
@@ -307,6 +312,8 @@ class MediaEngine:
         # read exactly once per round (no per-datagram callback, no EAGAIN).
         self._rx_poll = select.epoll() if hasattr(select, "epoll") else select.poll()
         self._by_fd: dict[int, RtpEndpoint] = {}
+        self._tick_index = 0
+        self._set_packets([])
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -442,11 +449,39 @@ class MediaEngine:
                 members = [m for m in conf.members if not m.closed]
                 rows.extend(members)
                 sizes.append(len(members))
+        self._save_headers()
         for i, ep in enumerate(rows):
             ep._row = i
+            if ep._first_tick is None:
+                ep._first_tick = self._tick_index
         self._rows = rows
         self._mixer.set_layout([ep._codec_i for ep in rows], sizes)
+        self._set_packets(rows)
         self._dirty = False
+
+    def _set_packets(self, rows: list[RtpEndpoint]) -> None:
+        """Outgoing packets of every row in one array: per tick the payloads
+        (one copy), sequence numbers and timestamps are written for all rows
+        at once; the Python loop only calls sendto."""
+        n = len(rows)
+        pk = np.zeros(n, dtype=PACKET)
+        pk["b0"] = 0x80
+        pk["b1"] = [ep._sender.payload_type | (0x80 if ep._sender._marker else 0) for ep in rows]
+        pk["ssrc"] = [ep._sender.ssrc for ep in rows]
+        self._pk = pk
+        self._seq = np.array([ep._sender.seq for ep in rows], dtype=np.uint16)
+        self._ts_base = np.array([(ep._ts0 - (ep._first_tick or 0) * FRAME) for ep in rows], dtype=np.int64)
+        self._ts_now = np.zeros(n, dtype=np.int64)
+        flat = memoryview(pk.view(np.uint8).reshape(-1)) if n else memoryview(b"")
+        size = PACKET.itemsize
+        self._pk_views = [flat[i * size:(i + 1) * size] for i in range(n)]
+
+    def _save_headers(self) -> None:
+        """Write the batched header state back to each row's RtpSender."""
+        b1 = self._pk["b1"] if len(self._rows) else ()
+        for row, ep in enumerate(self._rows):
+            ep._sender.seq = int(self._seq[row])
+            ep._sender._marker = bool(b1[row] & 0x80)
 
     async def _run(self) -> None:
         clock = self.clock
@@ -482,6 +517,7 @@ class MediaEngine:
             for ep in self._endpoints:
                 ep.jitter.skip(skipped)
         self._receive_all()
+        self._tick_index = tick
         if self._dirty:
             self._relayout()
         rows = self._rows
@@ -520,21 +556,39 @@ class MediaEngine:
                 if pos + FRAME >= len(pcm):
                     finished.append(ep)
         mixer.mix(beep_rows, beep_idx, extra)
-        tx_flat = mixer.tx_flat
-        sent = errors = 0
+        pk = self._pk
+        pk["payload"] = mixer.tx
+        np.add(self._ts_base, tick * FRAME, out=self._ts_now)
+        np.bitwise_and(self._ts_now, 0xFFFFFFFF, out=self._ts_now)
+        pk["ts"] = self._ts_now
+        pk["seq"] = self._seq
+        views = self._pk_views
+        unsent: list[int] = []
+        errors = 0
         for row, ep in enumerate(rows):
-            if ep._first_tick is None:
-                ep._first_tick = tick
             dest = ep._dest
-            if ep.on_hold or dest is None:
+            if dest is None or ep.on_hold:
+                unsent.append(row)
                 continue
-            buf = ep._sender.next_header(ep._ts0 + (tick - ep._first_tick) * FRAME)
-            buf[HEADER_SIZE:] = tx_flat[row * FRAME:(row + 1) * FRAME]
             try:
-                ep._sock.sendto(buf, dest)
-                sent += 1
+                ep._sock.sendto(views[row], dest)
             except OSError:
                 errors += 1
+        sent = len(rows) - len(unsent) - errors
+        # the next sequence number for every row that sent (errors count as sent,
+        # as a lost packet would); the marker only on a stream's first packet
+        seq = self._seq
+        if unsent:
+            b1 = pk["b1"]
+            keep = b1[unsent]
+            seq[unsent] -= 1
+            np.add(seq, 1, out=seq)
+            np.bitwise_and(b1, 0x7F, out=b1)
+            b1[unsent] = keep
+        else:
+            np.add(seq, 1, out=seq)
+            b1 = pk["b1"]
+            np.bitwise_and(b1, 0x7F, out=b1)
         stats.packets_out += sent
         stats.send_errors += errors
         for ep in finished:
