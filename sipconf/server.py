@@ -62,7 +62,8 @@ class SipServer:
                                         allow_no_qop=True)
         self.ports = RtpPortPool(server.rtp_port_min, server.rtp_port_max)
         self.security = Security(config.security)
-        self.limits = SourceLimits(is_trusted=lambda host: self.config.is_trunk_source(host) is not None)
+        # Trunks (by allow list or by a live registration) get the higher limits.
+        self.limits = SourceLimits(is_trusted=lambda host: self._trunk_for_source(host) is not None)
         self.prompts = load_prompts(server.language)
         self.metrics = Metrics()
         self.media: MediaEngine | None = None
