@@ -31,7 +31,7 @@ from .security import Security, is_scanner
 from .sip.dialog import Dialog, new_tag
 from .sip.message import Request, Response, SipParseError, make_response, parse_message, serialize
 from .sip.transaction import (AckReceived, AckTimeout, ClientTimeout, Destination, Event, RequestReceived,
-                              ResponseReceived, Send, ServerTransaction, TransactionLayer,
+                              ResponseReceived, Send, ServerTransaction, State, TransactionLayer,
                               response_destination)
 from .sip.uri import parse_name_addr
 from .transport import SipTransport
@@ -494,6 +494,18 @@ class SipServer:
             return
         if not call.dialog.accepts(request):
             self._respond(transaction, 500, "Request Out of Order")
+            return
+        earlier = self.layer.earlier_invite(request)
+        if earlier is not None:
+            # RFC 3261 14.2: an earlier INVITE of this dialog is not finished.
+            if earlier.state is State.ACCEPTED:
+                # Our 2xx to it still awaits its ACK: that offer/answer is not
+                # complete, so this one must wait (as if we had an INVITE pending).
+                log.info("call %s: re-INVITE while the 200 to CSeq %d awaits its ACK: 491", request.call_id,
+                         earlier.request.cseq[0])
+                self._respond(transaction, 491)
+            else:
+                self._respond(transaction, 500, headers=[("Retry-After", str(random.randint(0, 10)))])
             return
         call.dialog.update_target(request)
         if request.body:

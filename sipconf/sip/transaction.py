@@ -209,6 +209,9 @@ class TransactionLayer:
         self._client: dict[tuple, ClientTransaction] = {}
         # 2xx-answered INVITEs awaiting their ACK, by (Call-ID, CSeq number).
         self._awaiting_ack: dict[tuple[str, int], ServerInviteTransaction] = {}
+        # INVITEs not finished yet (no final answer, or a 2xx awaiting its ACK),
+        # by Call-ID then CSeq number: to spot overlapping re-INVITEs.
+        self._open_invites: dict[str, dict[int, ServerInviteTransaction]] = {}
         self._heap: list[tuple[float, int, object]] = []
         self._sequence = itertools.count()
 
@@ -244,6 +247,8 @@ class TransactionLayer:
         transaction: ServerTransaction
         if request.method == "INVITE":
             transaction = ServerInviteTransaction(key, request, source, reply_to)
+            # (a second INVITE with the same CSeq, a forked copy, does not displace the first)
+            self._open_invites.setdefault(request.call_id, {}).setdefault(request.cseq[0], transaction)
         else:
             transaction = ServerNonInviteTransaction(key, request, source, reply_to)
         self._server[key] = transaction
@@ -267,6 +272,7 @@ class TransactionLayer:
             # to it instead of looking like a new call.
             accepted.state = State.CONFIRMED
             accepted.retransmit_at = None
+            self._close_invite(accepted)
         return [AckReceived(request, source, accepted)]
 
     def receive_response(self, response: Response, now: float) -> list[Event]:
@@ -307,6 +313,7 @@ class TransactionLayer:
                 self._awaiting_ack[(transaction.request.call_id, transaction.request.cseq[0])] = transaction
             else:
                 transaction.state = State.COMPLETED
+                self._close_invite(transaction)
             # The 2xx is retransmitted even on TCP? RFC 3261 13.3.1.4 says the UAS
             # core retransmits until ACK; over a reliable transport we skip the
             # resends (the stream already guarantees delivery) but keep the 64*T1 wait.
@@ -337,6 +344,23 @@ class TransactionLayer:
         transaction.timeout_at = now + 64 * t1
         self._schedule(transaction.timeout_at, transaction)
         return transaction, [Send(request, destination)]
+
+    def earlier_invite(self, request: Request) -> ServerInviteTransaction | None:
+        """An INVITE of the same Call-ID with a lower CSeq that is not finished:
+        still without a final answer (PROCEEDING) or answered 2xx and awaiting
+        its ACK (ACCEPTED). RFC 3261 14.2: a re-INVITE meanwhile gets 500 / 491."""
+        number = request.cseq[0]
+        for cseq, transaction in (self._open_invites.get(request.call_id) or {}).items():
+            if cseq < number and transaction.state in (State.TRYING, State.PROCEEDING, State.ACCEPTED):
+                return transaction
+        return None
+
+    def _close_invite(self, transaction: ServerInviteTransaction) -> None:
+        open_ = self._open_invites.get(transaction.request.call_id)
+        if open_ is not None and open_.get(transaction.request.cseq[0]) is transaction:
+            del open_[transaction.request.cseq[0]]
+            if not open_:
+                del self._open_invites[transaction.request.call_id]
 
     def find_invite(self, cancel: Request) -> ServerInviteTransaction | None:
         """The INVITE transaction a CANCEL refers to (RFC 3261 9.2: same branch)."""
@@ -370,6 +394,7 @@ class TransactionLayer:
             # Timer H (no ACK for a non-2xx), Timer I, or the 2xx wait: done.
             transaction.state = State.TERMINATED
             self._server.pop(transaction.key, None)
+            self._close_invite(transaction)
             return
         if (transaction.retransmit_at is not None and transaction.retransmit_at <= now
                 and transaction.state in (State.ACCEPTED, State.COMPLETED)
