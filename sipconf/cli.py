@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import Callable
 
 from .config import Config, ConfigError, demo_config, load_config, with_overrides
 
@@ -44,17 +45,22 @@ def main(argv: list[str] | None = None) -> int:
             return _report(error)
         print(config.summary())
         return 0
+    # The command-line flags win over the file, at start and at every reload.
+    overrides = dict(bind=args.bind, sip_port=args.sip_port, rtp_ports=args.rtp_ports)
+
+    def read_config() -> Config:
+        return with_overrides(load_config(args.config), **overrides)
+
     try:
-        config = load_config(args.config) if args.config else demo_config()
-        config = with_overrides(config, bind=args.bind, sip_port=args.sip_port, rtp_ports=args.rtp_ports)
+        config = read_config() if args.config else with_overrides(demo_config(), **overrides)
     except ConfigError as error:
         return _report(error)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return _serve(config)
+    return _serve(config, read_config if args.config else None, args.config)
 
 
-def _serve(config: Config) -> int:
+def _serve(config: Config, read_config: Callable[[], Config] | None = None, path: str | None = None) -> int:
     try:
         import uvloop  # optional: 10-20% less CPU on the media path
     except ImportError:
@@ -62,13 +68,36 @@ def _serve(config: Config) -> int:
     else:
         runner = uvloop.run
     try:
-        return runner(_serve_until_signal(config))
+        return runner(_serve_until_signal(config, read_config, path))
     except OSError as error:
         logging.getLogger("sipconf").error("cannot start: %s", error)
         return 1
 
 
-async def _serve_until_signal(config: Config) -> int:
+def _reload(server, read_config: Callable[[], Config] | None, path: str | None) -> None:
+    """SIGHUP: read the --config file again (same command-line overrides) and
+    apply it; an invalid file changes nothing and every problem is logged."""
+    log = logging.getLogger("sipconf")
+    if read_config is None:
+        log.info("SIGHUP: no --config file (built-in demo configuration): nothing to reload")
+        return
+    log.info("SIGHUP: reloading %s", path)
+    try:
+        config = read_config()
+    except ConfigError as error:
+        log.error("configuration reload refused, %s is invalid (%d problem(s)); keeping the running configuration",
+                  path, len(error.problems))
+        for problem in error.problems:
+            log.error("  %s", problem)
+        return
+    try:
+        server.reload(config)
+    except Exception:
+        log.exception("configuration reload failed")
+
+
+async def _serve_until_signal(config: Config, read_config: Callable[[], Config] | None = None,
+                              path: str | None = None) -> int:
     from .server import SipServer
 
     server = SipServer(config)
@@ -77,6 +106,7 @@ async def _serve_until_signal(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload, server, read_config, path)
     await stop.wait()
     logging.getLogger("sipconf").info("shutting down: %d call(s) to end", len(server.calls))
     await server.shutdown()

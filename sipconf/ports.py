@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Iterable
 
 
 class RtpPortPool:
-    def __init__(self, low: int, high: int) -> None:
+    def __init__(self, low: int, high: int, in_use: Iterable[int] = ()) -> None:
         first = low if low % 2 == 0 else low + 1
         # An even port is usable only when its RTCP partner is in range too.
         self._free: deque[int] = deque(range(first, high, 2))
-        self._in_use: set[int] = set()
         self.size = len(self._free)
+        # Ports still held by live calls (a new range after a reload) are not
+        # handed out again until those calls give them back.
+        held = set(in_use) & set(self._free)
+        if held:
+            self._free = deque(port for port in self._free if port not in held)
+        self._in_use: set[int] = held
 
     def acquire(self) -> int | None:
         """The least recently used free port (so a late packet of an ended call

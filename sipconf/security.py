@@ -73,6 +73,11 @@ class Security:
         self.auth = FailureCounter(config.auth_failures, config.window, config.ban, clock)
         self.pins = FailureCounter(config.pin_failures, config.window, config.ban, clock)
 
+    def reconfigure(self, config: SecurityConfig) -> None:
+        """New numbers (config reload); failures counted and bans given so far stay."""
+        for counter, limit in ((self.auth, config.auth_failures), (self.pins, config.pin_failures)):
+            counter.limit, counter.window, counter.ban = limit, config.window, config.ban
+
     def source_banned(self, address: str) -> bool:
         return self.auth.banned(address)
 

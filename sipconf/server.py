@@ -8,6 +8,7 @@ a BYE (ours or the peer's): no half-open calls.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -116,6 +117,53 @@ class SipServer:
         if self.media is not None:
             await self.media.close()
         self.metrics.close()
+
+    # Keys a running server cannot take over: its sockets are bound already.
+    RESTART_KEYS = ("bind", "sip_port", "metrics_port")
+
+    def reload(self, config: Config) -> list[str]:
+        """Apply a new, valid configuration to the running server (SIGHUP).
+
+        Live: routing (rooms, numbers, receptionist), extensions and their
+        passwords, trunks' ``allow`` (per-source limits judge every source
+        again), digest realm and algorithms, ``[security]`` numbers (counts
+        and bans so far stay), prompt language, ``rtp_timeout``, the RTP port
+        range and ``answer_delay_ms``/``advertise`` -- the last four for new
+        calls only; calls up keep their room, port and timeout. Not live:
+        ``bind``, ``sip_port``, ``metrics_port``, ``[sounds]`` and
+        ``[trunks.register]``: they keep their running values and are logged
+        as needing a restart. Returns those log lines' subjects."""
+        old = self.config
+        restart = [f"[server] {key}" for key in self.RESTART_KEYS
+                   if getattr(old.server, key) != getattr(config.server, key)]
+        if old.sounds != config.sounds:
+            restart.append("[sounds]")
+        if [(t.name, t.register) for t in old.trunks if t.register] != \
+                [(t.name, t.register) for t in config.trunks if t.register]:
+            restart.append("[trunks.register]")
+        # What cannot change live keeps its running value, so that the server
+        # stays consistent (Contact and Via name the port really listened on).
+        config = dataclasses.replace(config, sounds=old.sounds, server=dataclasses.replace(
+            config.server, **{key: getattr(old.server, key) for key in self.RESTART_KEYS}))
+        server, old_server = config.server, old.server
+
+        self.config = config
+        self.router = Router(config)
+        if (server.domain, server.digest_algorithms) != (old_server.domain, old_server.digest_algorithms):
+            # Same secret: nonces already handed out stay valid if the realm did not change.
+            self.auth = DigestAuthenticator(server.domain, server.digest_algorithms, foreign_nonce_stale=True,
+                                            allow_no_qop=True, secret=self.auth._secret)
+        self.security.reconfigure(config.security)
+        self.limits.reconfigure()  # trust is read from self.config: every source judged again
+        if server.language != old_server.language:
+            self.prompts = load_prompts(server.language)
+        if (server.rtp_port_min, server.rtp_port_max) != (old_server.rtp_port_min, old_server.rtp_port_max):
+            self.ports = RtpPortPool(server.rtp_port_min, server.rtp_port_max,
+                                     in_use=[call.rtp_port for call in self.calls.values()])
+        for item in restart:
+            log.warning("configuration reload: %s changed; it needs a restart (keeping the running value)", item)
+        log.info("configuration reloaded: %s; %d call(s) up keep their settings", config.summary(), len(self.calls))
+        return restart
 
     async def _run_timers(self) -> None:
         while True:
@@ -450,6 +498,7 @@ class SipServer:
         dialog = Dialog.from_invite(request, new_tag())
         flow = Flow.RECEPTIONIST if isinstance(destination, ReceptionistDestination) else Flow.ROOM
         room = destination.room if isinstance(destination, RoomDestination) else None
+        rtp_timeout = self.config.server.rtp_timeout  # a reload changes it for new calls only
         # Ports can be held by other programs: try a few before giving up.
         for _ in range(min(8, self.ports.available)):
             port = self.ports.acquire()
@@ -463,9 +512,8 @@ class SipServer:
                     telephone_event_pt=selection.telephone_event_pt,
                     remote=(selection.remote_host, selection.remote_port),
                     on_digit=call.feed_digit,
-                    rtp_timeout=self.config.server.rtp_timeout,
-                    on_timeout=lambda call=call: self.hang_up(
-                        call, f"no RTP for {self.config.server.rtp_timeout:g} s"),
+                    rtp_timeout=rtp_timeout,
+                    on_timeout=lambda call=call: self.hang_up(call, f"no RTP for {rtp_timeout:g} s"),
                 )
             except OSError as error:
                 log.warning("RTP port %d unusable (%s); trying another", port, error)
