@@ -304,6 +304,7 @@ class MediaEngine:
         self._rows: list[RtpEndpoint] = []
         self._players: set[RtpEndpoint] = set()
         self._dirty = True
+        self._tick_waiters: list[asyncio.Future] = []
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._family = socket.AF_INET6 if ":" in bind else socket.AF_INET
@@ -354,6 +355,19 @@ class MediaEngine:
         self.stats.participants = len(self._endpoints)
         self._dirty = True
         return ep
+
+    async def after_tick(self, timeout: float = 0.1) -> None:
+        """Return right after the next tick: the moment with the most time to
+        spare before the one after, for occasional work on the loop (a metrics
+        scrape) that must not delay a tick."""
+        if self._task is None or self._task.done():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._tick_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            pass
 
     def new_conference(self) -> Conference:
         return Conference(self._mark_dirty)
@@ -508,6 +522,11 @@ class MediaEngine:
             stats.tick_lateness_counts[bisect.bisect_left(TICK_BUCKETS, late)] += 1
             stats.tick_work_sum += work
             stats.tick_lateness_sum += late
+            if self._tick_waiters:
+                waiters, self._tick_waiters = self._tick_waiters, []
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
 
     def _tick(self, tick: int, skipped: int = 0) -> None:
         stats = self.stats
