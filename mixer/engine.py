@@ -42,6 +42,7 @@ RX_ROUNDS = 16  # poll rounds per tick: up to this many datagrams per socket per
 JUNK_SKIP = 64  # dropped datagrams skipped per read (see RtpEndpoint._receive)
 HOUSEKEEPING_TICKS = 5  # rtp timeout / stale DTMF checks every 100 ms
 _RX_SIZE = 2048
+_FAST_SIZE = HEADER_SIZE + FRAME  # the datagram of the receive fast path
 #: Upper bounds (s) of the tick lateness/work histogram buckets (counts since start).
 TICK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075,
                 0.01, 0.015, 0.02, 0.03, 0.05, 0.1)
@@ -79,8 +80,9 @@ class RtpEndpoint:
         self._loop = engine._loop
         self._sock = rtp
         self._rtcp = rtcp
-        self._rxbuf = bytearray(_RX_SIZE)
-        self._rxmv = memoryview(self._rxbuf)
+        self._rxbuf = engine._rxbuf  # shared: every datagram is handled as soon as it is read
+        self._rxmv = engine._rxmv
+        self._recv_into = rtp.recvfrom_into
         self.on_digit = on_digit
         self.on_timeout = on_timeout
         self.rtp_timeout = rtp_timeout
@@ -193,13 +195,13 @@ class RtpEndpoint:
             except OSError:
                 return
 
-    def _receive(self, now: float) -> int:
+    def _receive(self, now: float, skip: int = JUNK_SKIP) -> int:
         """One useful datagram if there is one: dropped ones (junk, a third
-        address, wrong PT) are skipped at once, up to JUNK_SKIP, so that a flood
+        address, wrong PT) are skipped at once, up to ``skip``, so that a flood
         aimed at this port cannot use up the socket's reads of the tick and
         delay the call's own packets behind it."""
         stats = self._engine.stats
-        for _ in range(JUNK_SKIP):
+        for _ in range(skip):
             r = self._receive_one(now)
             if r != 1:
                 return r
@@ -211,11 +213,17 @@ class RtpEndpoint:
         """Read one datagram (the engine's poll said one is there) into the
         jitter buffer; returns 1 when it was dropped, 0 when used, -1 when
         nothing was read. No loop, so no EAGAIN exception per socket per tick."""
-        buf = self._rxbuf
         try:
-            n, addr = self._sock.recvfrom_into(buf)
+            n, addr = self._recv_into(self._rxbuf)
         except OSError:  # BlockingIOError included: spurious readiness
             return -1
+        return self._handle(n, addr, now)
+
+    def _handle(self, n: int, addr, now: float) -> int:
+        """Every check on a datagram just read into the shared buffer (the
+        general case; ``MediaEngine._receive_all`` inlines the common one):
+        1 when it was dropped, 0 when used."""
+        buf = self._rxbuf
         if n < HEADER_SIZE:
             self.dropped += 1
             return 1
@@ -313,6 +321,8 @@ class MediaEngine:
         # read exactly once per round (no per-datagram callback, no EAGAIN).
         self._rx_poll = select.epoll() if hasattr(select, "epoll") else select.poll()
         self._by_fd: dict[int, RtpEndpoint] = {}
+        self._rxbuf = bytearray(_RX_SIZE)  # every RTP datagram is read here
+        self._rxmv = memoryview(self._rxbuf)
         self._tick_index = 0
         self._set_packets([])
 
@@ -386,27 +396,62 @@ class MediaEngine:
                 pass
 
     def _receive_all(self) -> None:
+        """Poll rounds over every RTP socket, one datagram per ready socket per
+        round. The common case -- a 20 ms G.711 packet with a plain v2 header,
+        the audio PT, the current SSRC, from the latched address, landing in
+        time on a frame boundary of the jitter ring -- is handled right here
+        (one slice copy into the ring; what ``RtpEndpoint._handle`` and
+        ``JitterBuffer.put`` would do for it, without three calls per packet);
+        anything else goes through ``RtpEndpoint._handle``."""
         by_fd = self._by_fd
         if not by_fd:
             return
         now = time.monotonic()
         poll = self._rx_poll.poll
         epoll = isinstance(self._rx_poll, getattr(select, "epoll", ()))
+        get = by_fd.get
+        buf = self._rxbuf
+        payload = self._rxmv[HEADER_SIZE:_FAST_SIZE]
+        unpack = RTP_HEADER.unpack_from
         n_in = dropped = 0
         for _ in range(RX_ROUNDS):
             events = poll(0, len(by_fd) + 8) if epoll else poll(0)
             if not events:
                 break
             for fd, _mask in events:
-                ep = by_fd.get(fd)
-                if ep is not None:
-                    r = ep._receive(now)
-                    if r:
-                        if r > 0:
-                            dropped += 1
-                        else:
-                            n_in -= 1
-                    n_in += 1
+                ep = get(fd)
+                if ep is None:
+                    continue
+                try:
+                    n, addr = ep._recv_into(buf)
+                except OSError:  # BlockingIOError included: spurious readiness
+                    continue
+                n_in += 1
+                if n == _FAST_SIZE and addr == ep._latched:
+                    b0, b1, _seq, ts, ssrc = unpack(buf)
+                    if b0 == 0x80 and b1 == ep.payload_type and ssrc == ep._audio_ssrc:
+                        jb = ep.jitter
+                        play_ts = jb._play_ts
+                        if play_ts is not None:
+                            d = ts - play_ts  # no wrap-around in the range accepted here
+                            if 0 <= d <= jb._fast_max and not d % FRAME:
+                                frame = jb._k + d // FRAME
+                                slot = frame % jb.slots
+                                jb._tags[slot] = frame
+                                slot *= FRAME
+                                jb._ringmv[slot:slot + FRAME] = payload
+                                jb._late_streak = 0
+                                jb.received += 1
+                                ep._latched_at = ep._last_rx = now
+                                continue
+                if ep._handle(n, addr, now):
+                    dropped += 1
+                    # dropped (junk, a third address...): skip more at once, so
+                    # that a flood at this port cannot delay the call's packets
+                    r = ep._receive(now, JUNK_SKIP - 1)
+                    if r >= 0:
+                        n_in += 1
+                        dropped += r
         if n_in:
             stats = self.stats
             stats.packets_in += n_in

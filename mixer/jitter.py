@@ -33,7 +33,7 @@ class JitterBuffer:
     __slots__ = (
         "slots", "delay", "max_payload", "_silence", "_silence_frame", "_ring", "_ringmv", "_tags",
         "_play_ts", "_k", "_late_streak", "_missing",
-        "late", "resyncs", "concealed", "received", "rejected",
+        "late", "resyncs", "concealed", "received", "rejected", "_fast_max",
     )
 
     def __init__(self, silence_byte: int, *, slots: int = 8, delay: int = 2, max_payload: int = 6 * FRAME) -> None:
@@ -42,6 +42,11 @@ class JitterBuffer:
         self.slots = slots
         self.delay = delay
         self.max_payload = max_payload
+        # largest distance (samples) from the playout point at which a whole
+        # frame lands in the ring; MediaEngine._receive_all stores such frames
+        # itself (the fields it touches: _play_ts, _k, _tags, _ringmv,
+        # _late_streak, received), exactly as put() would
+        self._fast_max = (slots - 1) * FRAME if FRAME <= max_payload else -1
         self._silence = silence_byte
         self._silence_frame = bytes([silence_byte]) * FRAME
         self._ring = bytearray(self._silence_frame * slots)
