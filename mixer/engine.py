@@ -149,10 +149,13 @@ class RtpEndpoint:
             self.remote = remote
             self._latched = None
             self._dest = remote
+            self._engine._sends_dirty = True
 
     def set_hold(self, on_hold: bool) -> None:
         if self.on_hold and not on_hold:
             self._last_rx = time.monotonic()  # the RTP timeout pauses while on hold
+        if on_hold != self.on_hold:
+            self._engine._sends_dirty = True
         self.on_hold = on_hold
 
     def play(self, pcm: np.ndarray, on_done: Callable[[], None] | None = None) -> None:
@@ -257,6 +260,7 @@ class RtpEndpoint:
                 self.dropped += 1  # someone else while the latched source is alive
                 return 1
             self._latched = self._dest = addr
+            self._engine._sends_dirty = True
         self._latched_at = now
         self._last_rx = now  # only RTP we accept keeps a call alive, not junk
         if pt == self.payload_type:
@@ -534,6 +538,24 @@ class MediaEngine:
         flat = memoryview(pk.view(np.uint8).reshape(-1)) if n else memoryview(b"")
         size = PACKET.itemsize
         self._pk_views = [flat[i * size:(i + 1) * size] for i in range(n)]
+        self._set_sends()
+
+    def _set_sends(self) -> None:
+        """(bound sendto, packet, destination) of every row that sends, and the
+        rows that do not (no address yet, or on hold): rebuilt only when the
+        layout, a latch or a hold changes, not per tick."""
+        sends = []
+        unsent = []
+        views = self._pk_views
+        for row, ep in enumerate(self._rows):
+            dest = ep._dest
+            if dest is None or ep.on_hold:
+                unsent.append(row)
+            else:
+                sends.append((ep._sock.sendto, views[row], dest))
+        self._sends = sends
+        self._unsent = unsent
+        self._sends_dirty = False
 
     def _save_headers(self) -> None:
         """Write the batched header state back to each row's RtpSender."""
@@ -626,19 +648,17 @@ class MediaEngine:
         np.bitwise_and(self._ts_now, 0xFFFFFFFF, out=self._ts_now)
         pk["ts"] = self._ts_now
         pk["seq"] = self._seq
-        views = self._pk_views
-        unsent: list[int] = []
+        if self._sends_dirty:
+            self._set_sends()
+        sends = self._sends
+        unsent = self._unsent
         errors = 0
-        for row, ep in enumerate(rows):
-            dest = ep._dest
-            if dest is None or ep.on_hold:
-                unsent.append(row)
-                continue
+        for send, packet, dest in sends:
             try:
-                ep._sock.sendto(views[row], dest)
+                send(packet, dest)
             except OSError:
                 errors += 1
-        sent = len(rows) - len(unsent) - errors
+        sent = len(sends) - errors
         # the next sequence number for every row that sent (errors count as sent,
         # as a lost packet would); the marker only on a stream's first packet
         seq = self._seq
