@@ -95,9 +95,10 @@ class ServerProcess:
     process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 15.0) -> "ServerProcess":
-        self.sip_port = self.sip_port or free_port()
         if not self.rtp_low:
             self.rtp_low, self.rtp_high = free_rtp_range()
+        while not self.sip_port or self.rtp_low <= self.sip_port <= self.rtp_high + 1:
+            self.sip_port = free_port()  # never inside our own RTP range
         args = [sys.executable, "-m", "sipconf", "serve", "--sip-port", str(self.sip_port),
                 "--rtp-ports", f"{self.rtp_low}-{self.rtp_high}", "--log-level", "DEBUG", *self.extra_args]
         if self.config_text is not None:
