@@ -18,7 +18,8 @@ from sipconf.config import (
     with_overrides,
 )
 
-SPEC = pathlib.Path("/work/shared/SPEC.md")
+# shared/ lies beside the repository (as in CI and the work tree).
+SPEC = pathlib.Path(__file__).resolve().parents[2] / "shared" / "SPEC.md"
 
 
 def problems_of(text: str) -> list[str]:
