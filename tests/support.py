@@ -4,6 +4,7 @@ by the fixture or function that started it."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import secrets
@@ -20,6 +21,71 @@ REPO = Path(__file__).resolve().parent.parent
 SIPP_DIR = REPO / "scripts" / "sipp"
 SIPP_PCAPS = Path("/usr/share/sip-tester")
 SIPP = shutil.which("sipp")
+
+# The test office: extension passwords, the trusted trunk, room 800 "Everest".
+PASSWORDS = {"101": "alice-secret", "102": "bob-secret", "103": "carol-secret", "104": "dave-secret"}
+MAIN_NUMBER = "+33140000000"
+ROOM_DID = "+33140000800"
+
+
+def toml_value(value) -> str:
+    """``value`` written as TOML: strings quoted, booleans, ints/floats bare, lists."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def _table(header: str, values: dict | None) -> str:
+    if not values:
+        return ""
+    return f"[{header}]\n" + "".join(f"{key} = {toml_value(v)}\n" for key, v in values.items()) + "\n"
+
+
+def office_config(*, server: dict | None = None, security: dict | None = None, receptionist: bool = False,
+                  extensions=("101", "102"), trunk: bool = True, room_name: str | None = "Everest",
+                  room_numbers=(ROOM_DID,), conferences=(("1234", "4321"),),
+                  max_participants: int | None = None, extra: str = "") -> str:
+    """The test office as TOML: ``[server]`` keys, the receptionist on MAIN_NUMBER,
+    ``extensions`` (passwords from PASSWORDS), the trunk "provider" trusted
+    from 127.0.0.2/32, room 800 with its ``(id, pin)`` conferences, ``[security]``
+    keys, then ``extra`` verbatim."""
+    text = "\n" + _table("server", server)
+    if receptionist:
+        text += _table("receptionist", {"numbers": [MAIN_NUMBER], "extension": "0"})
+    for number in extensions:
+        text += f"[[extensions]]\nnumber = {toml_value(number)}\npassword = {toml_value(PASSWORDS[number])}\n\n"
+    if trunk:
+        text += '[[trunks]]\nname = "provider"\nallow = ["127.0.0.2/32"]\n\n'
+    text += '[[rooms]]\nextension = "800"\n'
+    if room_name is not None:
+        text += f"name = {toml_value(room_name)}\n"
+    if room_numbers:
+        text += f"numbers = {toml_value(list(room_numbers))}\n"
+    if max_participants is not None:
+        text += f"max_participants = {max_participants}\n"
+    for conference, pin in conferences:
+        text += f"\n  [[rooms.conferences]]\n  id = {toml_value(conference)}\n  pin = {toml_value(pin)}\n"
+    if security:
+        text += "\n" + _table("security", security).rstrip("\n") + "\n"
+    return text + extra
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05):
+    """Poll ``predicate`` every ``interval`` s for up to ``timeout`` s; its first
+    truthy result, or its result once more at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    return predicate()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

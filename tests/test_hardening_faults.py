@@ -19,28 +19,10 @@ import pytest
 
 from phone import TestPhone
 from relay import LossyRelay
-from support import ServerProcess
+from support import ServerProcess, office_config, wait_until
 
-CONFIG = """
-[server]
-language = "en"
-rtp_timeout = 60
-
-[[extensions]]
-number = "101"
-password = "alice-secret"
-
-[[trunks]]
-name = "provider"
-allow = ["127.0.0.2/32"]
-
-[[rooms]]
-extension = "800"
-
-  [[rooms.conferences]]
-  id = "1234"
-  pin = "4321"
-"""
+CONFIG = office_config(server={"language": "en", "rtp_timeout": 60}, extensions=("101",), room_name=None,
+                       room_numbers=())
 
 LOSS = 0.15
 CALLS = 8
@@ -52,15 +34,6 @@ def server(tmp_path_factory):
     server = ServerProcess(tmp_path_factory.mktemp("faults"), config_text=CONFIG).start()
     yield server
     server.stop()
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_relay_drops_and_reorders_about_the_given_fraction():

@@ -16,7 +16,7 @@ from phone import TestPhone
 from sipconf.config import parse_config
 from sipconf.limits import TRUNK, UNTRUSTED, LimitNumbers, SourceLimits, TokenBucket
 from sipconf.sip.transaction import Destination
-from support import SIPP, free_port
+from support import SIPP, free_port, office_config
 
 pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
 
@@ -127,28 +127,6 @@ def test_rate_limit_drops_before_parsing_in_process():
 
 # -- the real server ------------------------------------------------------------------
 
-CONFIG = """
-[server]
-metrics_port = {metrics_port}
-
-[[extensions]]
-number = "101"
-password = "alice-secret"
-
-[[trunks]]
-name = "provider"
-allow = ["127.0.0.2/32"]
-
-[[rooms]]
-extension = "800"
-name = "Everest"
-
-  [[rooms.conferences]]
-  id = "1234"
-  pin = "4321"
-"""
-
-
 def metric(server, name: str, labels: str = "") -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
     key = f"{name}{{{labels}}}" if labels else name
@@ -162,7 +140,8 @@ def metric(server, name: str, labels: str = "") -> float:
 def limits_server(tmp_path_factory):
     from support import ServerProcess
     port = free_port()
-    server = ServerProcess(tmp_path_factory.mktemp("limits"), config_text=CONFIG.format(metrics_port=port)).start()
+    server = ServerProcess(tmp_path_factory.mktemp("limits"), config_text=office_config(
+        server={"metrics_port": port}, extensions=("101",), room_numbers=())).start()
     server.metrics_port = port
     yield server
     server.stop()

@@ -17,28 +17,10 @@ import pytest
 
 import phone as phone_module
 from phone import TestPhone
-from support import ServerProcess
+from support import ServerProcess, office_config
 
-CONFIG = """
-[server]
-language = "en"
-answer_delay_ms = 1000
-
-[[extensions]]
-number = "101"
-password = "alice-secret"
-
-[[trunks]]
-name = "provider"
-allow = ["127.0.0.2/32"]
-
-[[rooms]]
-extension = "800"
-
-  [[rooms.conferences]]
-  id = "1234"
-  pin = "4321"
-"""
+CONFIG = office_config(server={"language": "en", "answer_delay_ms": 1000}, extensions=("101",), room_name=None,
+                       room_numbers=())
 
 
 @pytest.fixture(scope="module")

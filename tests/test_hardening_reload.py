@@ -8,29 +8,14 @@ from __future__ import annotations
 
 import re
 import signal
-import time
 
 import pytest
 
 from phone import TestPhone
-from support import ServerProcess
+from support import ServerProcess, office_config, wait_until
 
-BASE = """
-[server]
-language = "en"
-rtp_timeout = 30
-
-[[extensions]]
-number = "101"
-password = "alice-secret"
-
-[[rooms]]
-extension = "800"
-
-  [[rooms.conferences]]
-  id = "1234"
-  pin = "4321"
-"""
+BASE = office_config(server={"language": "en", "rtp_timeout": 30}, extensions=("101",), trunk=False, room_name=None,
+                     room_numbers=())
 
 ADDED = BASE + """
 [[extensions]]
@@ -50,15 +35,6 @@ INVALID = ADDED + """
 extension = "abc"
 colour = "blue"
 """
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def hup_and_wait(server: ServerProcess, text: str, timeout: float = 5.0) -> None:

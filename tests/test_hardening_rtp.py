@@ -16,41 +16,13 @@ import numpy as np
 import pytest
 
 from phone import TestPhone
-from support import SIPP
+from support import PASSWORDS, SIPP, office_config, wait_until
 
 pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
 
-CONFIG = """
-[server]
-rtp_timeout = {rtp_timeout}
-language = "en"
 
-[[extensions]]
-number = "101"
-password = "alice-secret"
-
-[[extensions]]
-number = "102"
-password = "bob-secret"
-
-[[rooms]]
-extension = "800"
-name = "Everest"
-
-  [[rooms.conferences]]
-  id = "1234"
-  pin = "4321"
-"""
-PASSWORDS = {"101": "alice-secret", "102": "bob-secret"}
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+def config(rtp_timeout: int) -> str:
+    return office_config(server={"rtp_timeout": rtp_timeout, "language": "en"}, trunk=False, room_numbers=())
 
 
 def join(server, user: str, tone: float, local_ip: str = "127.0.0.1") -> TestPhone:
@@ -144,7 +116,7 @@ def timing_ok(phone: TestPhone, since: float, until: float) -> tuple[int, list[s
 
 
 def test_hostile_rtp_never_reaches_the_mix_or_timing(make_server):
-    server = make_server(CONFIG.format(rtp_timeout=30))
+    server = make_server(config(30))
     a = join(server, "101", 440.0)
     b = join(server, "102", 660.0)
     try:
@@ -187,7 +159,7 @@ def test_hostile_rtp_never_reaches_the_mix_or_timing(make_server):
 def test_relatch_only_after_latched_source_silent_for_1_s(make_server):
     """mixer/engine.py: a new source address takes over the call's media only
     after the latched one has been silent for RELATCH_AFTER (1 s)."""
-    server = make_server(CONFIG.format(rtp_timeout=30))
+    server = make_server(config(30))
     a = join(server, "101", 440.0)
     mover = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     mover.bind(("127.0.0.22", 0))
@@ -225,7 +197,7 @@ def test_relatch_only_after_latched_source_silent_for_1_s(make_server):
 
 
 def test_vanished_phone_hung_up_after_rtp_timeout_despite_junk(make_server):
-    server = make_server(CONFIG.format(rtp_timeout=2))
+    server = make_server(config(2))
     a = join(server, "101", 440.0)
     try:
         target = a.remote_rtp

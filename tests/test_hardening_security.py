@@ -17,7 +17,7 @@ import pytest
 from phone import TestPhone
 from sipconf.config import SecurityConfig
 from sipconf.security import FailureCounter, Security, is_scanner
-from support import SIPP
+from support import SIPP, office_config
 
 pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
 
@@ -26,37 +26,8 @@ SVCRACK = shutil.which("sipvicious_svcrack", path=str(Path(sys.executable).paren
 needs_sipvicious = pytest.mark.skipif(SVWAR is None or SVCRACK is None,
                                       reason="sipvicious not installed (pip install sipvicious)")
 
-CONFIG = """
-[server]
-language = "en"
-
-[[extensions]]
-number = "101"
-password = "alice-secret"
-
-[[extensions]]
-number = "102"
-password = "bob-secret"
-
-[[trunks]]
-name = "provider"
-allow = ["127.0.0.2/32"]
-
-[[rooms]]
-extension = "800"
-name = "Everest"
-numbers = ["+33140000800"]
-
-  [[rooms.conferences]]
-  id = "1234"
-  pin = "4321"
-
-[security]
-auth_failures = 5
-pin_failures = 3
-window = 60
-ban = 60
-"""
+CONFIG = office_config(server={"language": "en"},
+                       security={"auth_failures": 5, "pin_failures": 3, "window": 60, "ban": 60})
 
 # Runs a SIPVicious tool with another User-Agent (it has no option for it) and
 # really bound to -b's address (sipvicious 0.3.8's CLI does not pass it on).

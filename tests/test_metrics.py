@@ -12,25 +12,7 @@ import urllib.request
 import pytest
 
 from phone import TestPhone
-from support import ServerProcess, free_port
-
-CONFIG = """
-[server]
-metrics_port = {metrics_port}
-language = "en"
-
-[[extensions]]
-number = "101"
-password = "alice-secret"
-
-[[rooms]]
-extension = "800"
-name = "Everest"
-
-  [[rooms.conferences]]
-  id = "1234"
-  pin = "4321"
-"""
+from support import ServerProcess, free_port, office_config, wait_until
 
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
 
@@ -45,19 +27,11 @@ def scrape(port: int) -> dict[str, float]:
     return values
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
 @pytest.fixture
 def metrics_server(tmp_path):
     port = free_port()
-    server = ServerProcess(tmp_path, config_text=CONFIG.format(metrics_port=port)).start()
+    server = ServerProcess(tmp_path, config_text=office_config(
+        server={"metrics_port": port, "language": "en"}, extensions=("101",), trunk=False, room_numbers=())).start()
     server.metrics_port = port
     yield server
     server.stop()
@@ -84,7 +58,7 @@ def test_metrics_move_during_a_call(metrics_server):
         assert phone.wait_for_rtp(5, timeout=3)
         time.sleep(0.3)
         phone.send_dtmf("1234#4321#")
-        assert wait_until(lambda: scrape(port)["sipconf_participants"] == 1, 15), metrics_server.log()[-2000:]
+        assert wait_until(lambda: scrape(port)["sipconf_participants"] == 1, 15, interval=0.1), metrics_server.log()[-2000:]
         phone.send_tone(440)
         first = scrape(port)
         time.sleep(1.0)
@@ -108,7 +82,7 @@ def test_metrics_move_during_a_call(metrics_server):
         q = {k: second[f'sipconf_tick_lateness_recent_seconds{{quantile="{k}"}}'] for k in ("0.5", "0.99", "1")}
         assert q["0.5"] <= q["0.99"] <= q["1"]
         phone.hangup()
-        assert wait_until(lambda: scrape(port)["sipconf_participants"] == 0, 5)
+        assert wait_until(lambda: scrape(port)["sipconf_participants"] == 0, 5, interval=0.1)
         after = scrape(port)
         assert after["sipconf_calls_active"] == 0
         assert after['sipconf_calls_total{outcome="completed"}'] == 1

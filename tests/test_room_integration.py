@@ -12,54 +12,22 @@ import time
 import pytest
 
 from phone import TestPhone
+from support import PASSWORDS, office_config, wait_until
 
 TONES = {"101": 440.0, "102": 660.0, "103": 880.0}
 BEEP_HZ = 1000.0
 
-ROOM_CONFIG = """
-[server]
-rtp_timeout = {rtp_timeout}
-language = "en"
 
-[[extensions]]
-number = "101"
-password = "alice-secret"
-
-[[extensions]]
-number = "102"
-password = "bob-secret"
-
-[[extensions]]
-number = "103"
-password = "carol-secret"
-
-[[trunks]]
-name = "provider"
-allow = ["127.0.0.2/32"]
-
-[[rooms]]
-extension = "800"
-name = "Everest"
-numbers = ["+33140000800"]
-max_participants = {max_participants}
-
-  [[rooms.conferences]]
-  id = "1234"
-  pin = "4321"
-
-  [[rooms.conferences]]
-  id = "5678"
-  pin = "8765"
-"""
-
-PASSWORDS = {"101": "alice-secret", "102": "bob-secret", "103": "carol-secret"}
+def room_config(*, rtp_timeout: int, max_participants: int) -> str:
+    return office_config(server={"rtp_timeout": rtp_timeout, "language": "en"}, extensions=("101", "102", "103"),
+                         conferences=(("1234", "4321"), ("5678", "8765")), max_participants=max_participants)
 
 
 @pytest.fixture(scope="module")
 def room_server(tmp_path_factory):
     from support import ServerProcess
     server = ServerProcess(tmp_path_factory.mktemp("room"),
-                           config_text=ROOM_CONFIG.format(rtp_timeout=30, max_participants=50)).start()
+                           config_text=room_config(rtp_timeout=30, max_participants=50)).start()
     yield server
     server.stop()
 
@@ -81,15 +49,6 @@ def join(phone: TestPhone, conference: str = "1234", pin: str = "4321", *, mode:
 
 def joined_count(server, conference: str = "1234") -> int:
     return len(re.findall(rf"joined conference {conference} of room 800", server.log()))
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def test_three_callers_hear_each_other_never_themselves(room_server):
@@ -214,7 +173,7 @@ def test_hold_leaves_the_mix(room_server):
 
 
 def test_room_full_prompt_and_bye(make_server):
-    server = make_server(ROOM_CONFIG.format(rtp_timeout=30, max_participants=2))
+    server = make_server(room_config(rtp_timeout=30, max_participants=2))
     a, b, c = (caller(server, u) for u in ("101", "102", "103"))
     try:
         join(a)
@@ -230,7 +189,7 @@ def test_room_full_prompt_and_bye(make_server):
 
 
 def test_no_rtp_hangs_up_after_rtp_timeout(make_server):
-    server = make_server(ROOM_CONFIG.format(rtp_timeout=2, max_participants=50))
+    server = make_server(room_config(rtp_timeout=2, max_participants=50))
     with caller(server, "101", auto_media=False) as p:
         assert p.call("800").status == 200
         assert p.wait_for_bye(6)

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from phone import TestPhone
-from support import REPO, SIPP, ServerProcess, free_port, free_rtp_range, options_ping, run_sipp
+from support import REPO, SIPP, ServerProcess, free_port, free_rtp_range, office_config, options_ping, run_sipp
 
 pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
 
@@ -78,31 +78,14 @@ def test_200_ok_retransmitted_until_ack(demo_server, tmp_path):
 
 
 def test_cancel_while_ringing_gets_487(make_server, tmp_path):
-    server = make_server("[server]\nanswer_delay_ms = 3000\n" + DEMO_TRUNK_AND_ROOM)
+    server = make_server(office_config(server={"answer_delay_ms": 3000}, extensions=("101",)))
     result = run_sipp(tmp_path, "cancel.xml", server.sip_port, timeout=20, local_ip="127.0.0.2",
                       service="800", variables={"caller": "+33611223344"})
     assert result.returncode == 0 and result.successful == 1, result.errors()
     assert "cancelled by caller" in server.log()
 
 
-DEMO_TRUNK_AND_ROOM = """
-[[extensions]]
-number = "101"
-password = "alice-secret"
-
-[[trunks]]
-name = "provider"
-allow = ["127.0.0.2/32"]
-
-[[rooms]]
-extension = "800"
-name = "Everest"
-numbers = ["+33140000800"]
-
-  [[rooms.conferences]]
-  id = "1234"
-  pin = "4321"
-"""
+DEMO_TRUNK_AND_ROOM = office_config(extensions=("101",))
 
 
 # -- the test phone --------------------------------------------------------------------

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from phone import TestPhone
-from support import REPO, SIPP, SIPP_DIR, SIPP_PCAPS, ServerProcess, _sipp_counts, free_port, free_rtp_range
+from support import (REPO, SIPP, SIPP_DIR, SIPP_PCAPS, ServerProcess, _sipp_counts, free_port, free_rtp_range,
+                     wait_until)
 
 pytestmark = pytest.mark.skipif(
     SIPP is None or not (SIPP_PCAPS / "g711a.pcap").exists(),
@@ -30,15 +31,6 @@ def _rtpgen():
 
 def joined(server, conference="1234") -> list[str]:
     return re.findall(rf"call (\S+): joined conference {conference} of room 800", server.log())
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def window_rms(samples: np.ndarray, seconds: float = 0.5) -> list[float]:

@@ -16,44 +16,10 @@ from datetime import datetime
 import pytest
 
 from phone import TestPhone
-from support import SIPP_PCAPS, free_port, run_sipp
+from support import MAIN_NUMBER, ROOM_DID, SIPP_PCAPS, free_port, office_config, run_sipp, wait_until
 
-MAIN_NUMBER = "+33140000000"
-ROOM_DID = "+33140000800"
-
-TRUNK_CONFIG = """
-[server]
-language = "en"
-
-[receptionist]
-numbers = ["+33140000000"]
-extension = "0"
-
-[[extensions]]
-number = "101"
-password = "alice-secret"
-
-[[extensions]]
-number = "102"
-password = "bob-secret"
-
-[[trunks]]
-name = "provider"
-allow = ["127.0.0.2/32"]
-
-[[rooms]]
-extension = "800"
-name = "Everest"
-numbers = ["+33140000800"]
-
-  [[rooms.conferences]]
-  id = "1234"
-  pin = "4321"
-
-  [[rooms.conferences]]
-  id = "5678"
-  pin = "8765"
-"""
+TRUNK_CONFIG = office_config(server={"language": "en"}, receptionist=True,
+                             conferences=(("1234", "4321"), ("5678", "8765")))
 
 REGISTER_CONFIG = """
 [server]
@@ -87,16 +53,6 @@ def trunk_server(tmp_path_factory):
     server = ServerProcess(tmp_path_factory.mktemp("trunk"), config_text=TRUNK_CONFIG).start()
     yield server
     server.stop()
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    return predicate()
 
 
 class SippThread:
