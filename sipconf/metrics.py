@@ -90,13 +90,6 @@ class MediaStatsCollector:
             ("sipconf_rtp_packets_dropped", "packets_dropped", "RTP packets dropped (junk, wrong SSRC/PT, late)"),
             ("sipconf_jitter_concealed_frames", "frames_concealed", "Frames concealed by the jitter buffers"),
             ("sipconf_mixer_ticks", "ticks", "Mixer ticks"),
-        ):
-            value = getattr(stats, attribute, None)
-            if value is not None:
-                family = CounterMetricFamily(name, documentation)
-                family.add_metric([], float(value))
-                yield family
-        for name, attribute, documentation in (
             ("sipconf_rtp_send_errors", "send_errors", "RTP packets the socket refused to send"),
             ("sipconf_mixer_ticks_skipped", "ticks_skipped", "Mixer ticks skipped to catch up after a stall"),
         ):
