@@ -262,3 +262,22 @@ def _sipp_counts(stats: Path) -> tuple[int, int]:
     values = lines[-1].split(";")
     row = dict(zip(header, values))
     return int(row.get("SuccessfulCall(C)", 0) or 0), int(row.get("FailedCall(C)", 0) or 0)
+
+
+def mutate(seed: bytes, edits) -> bytes:
+    """Apply fuzzing edits (op, position, chunk) to ``seed``: replace, insert,
+    delete or truncate; positions wrap around the current length."""
+    data = bytearray(seed)
+    for op, pos, chunk in edits:
+        if not data:
+            break
+        pos %= len(data)
+        if op == "replace":
+            data[pos:pos + len(chunk)] = chunk
+        elif op == "insert":
+            data[pos:pos] = chunk
+        elif op == "delete":
+            del data[pos:pos + len(chunk)]
+        else:
+            del data[pos:]
+    return bytes(data)

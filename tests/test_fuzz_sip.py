@@ -28,7 +28,7 @@ from sipconf.config import parse_config
 from sipconf.sdp import NoCommonCodec, SdpError, build_answer, parse_sdp, select_audio
 from sipconf.sip.message import Request, Response, SipParseError, parse_message, serialize
 from sipconf.sip.transaction import Destination
-from support import SIPP, options_ping
+from support import SIPP, mutate, options_ping
 
 RFC4475 = Path(__file__).parent / "rfc4475"
 
@@ -175,20 +175,7 @@ _SEEDS += [p.read_bytes() for p in sorted((RFC4475 / "invalid").glob("*.dat"))]
                                 st.integers(min_value=0), st.binary(min_size=1, max_size=4)),
                       min_size=1, max_size=5))
 def test_server_answers_unparsable_input_with_400_or_nothing(seed, edits):
-    data = bytearray(seed)
-    for op, pos, chunk in edits:
-        if not data:
-            break
-        pos %= len(data)
-        if op == "replace":
-            data[pos:pos + len(chunk)] = chunk
-        elif op == "insert":
-            data[pos:pos] = chunk
-        elif op == "delete":
-            del data[pos:pos + len(chunk)]
-        else:
-            del data[pos:]
-    data = bytes(data)
+    data = mutate(seed, edits)
     try:
         parse_message(data)
     except SipParseError as error:

@@ -29,6 +29,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import mutate
 
 from sipconf.sip.message import (
     MAX_HEADERS,
@@ -622,21 +623,9 @@ _SEEDS = [load("valid", n) for n in VALID] + [load("invalid", n) for n in INVALI
         min_size=1, max_size=6),
 )
 def test_mutated_messages_only_raise_sip_parse_error(seed, edits):
-    data = bytearray(seed)
-    for op, pos, chunk in edits:
-        if not data:
-            break
-        pos %= len(data)
-        if op == "replace":
-            data[pos:pos + len(chunk)] = chunk
-        elif op == "insert":
-            data[pos:pos] = chunk
-        elif op == "delete":
-            del data[pos:pos + len(chunk)]
-        else:
-            del data[pos:]
+    data = mutate(seed, edits)
     try:
-        msg = parse_message(bytes(data))
+        msg = parse_message(data)
     except SipParseError:
         return
     # whatever parses must serialise and re-parse to the same message
