@@ -508,6 +508,16 @@ class _Parser:
             return None
         return value
 
+    def claimed_numbers(self, t: _Table, where: str) -> list[str]:
+        """The table's ``numbers`` list, each valid and claimed as unique."""
+        numbers = []
+        for i, text in t.string_list("numbers") or []:
+            number = self.phone_number(t, f"numbers[{i}]", text)
+            if number is not None:
+                self.claim(t, f"numbers[{i}]", number, f"{where} numbers[{i}]")
+                numbers.append(number)
+        return numbers
+
     def phone_number(self, t: _Table, key: str, value: str) -> str | None:
         text = value.strip()
         if not _NUMBER_RE.fullmatch(text):
@@ -617,12 +627,7 @@ class _Parser:
         if data is None:
             return ReceptionistConfig()
         t = _Table(self.problems, "[receptionist]", data, ("numbers", "extension"))
-        numbers = []
-        for i, text in t.string_list("numbers") or []:
-            number = self.phone_number(t, f"numbers[{i}]", text)
-            if number is not None:
-                self.claim(t, f"numbers[{i}]", number, f"[receptionist] numbers[{i}]")
-                numbers.append(number)
+        numbers = self.claimed_numbers(t, "[receptionist]")
         extension = self.digits(t, "extension", t.string("extension", None))
         if extension is not None:
             self.claim(t, "extension", extension, "[receptionist] extension")
@@ -711,12 +716,7 @@ class _Parser:
         if extension is not None:
             self.claim(t, "extension", extension, where)
         name = t.string("name", "") or ""
-        numbers = []
-        for i, text in t.string_list("numbers") or []:
-            number = self.phone_number(t, f"numbers[{i}]", text)
-            if number is not None:
-                self.claim(t, f"numbers[{i}]", number, f"{where} numbers[{i}]")
-                numbers.append(number)
+        numbers = self.claimed_numbers(t, where)
         max_participants = t.integer("max_participants", 50, 2)
         conferences: list[ConferenceConfig] = []
         conf_items: list[tuple[int, dict[str, Any]]] = []

@@ -23,30 +23,28 @@ Destination = RoomDestination | ReceptionistDestination
 
 
 class Router:
+    """Routing on top of the config's own digit-compared number lookups."""
+
     def __init__(self, config: Config) -> None:
-        self._by_digits: dict[str, Destination] = {}
-        self._room_extensions: dict[str, RoomConfig] = {}
-        for room in config.rooms:
-            target = RoomDestination(room)
-            self._by_digits[digits_of(room.extension)] = target
-            self._room_extensions[digits_of(room.extension)] = room
-            for number in room.numbers:
-                self._by_digits[digits_of(number)] = target
-        receptionist = ReceptionistDestination()
-        for number in config.receptionist.numbers:
-            self._by_digits[digits_of(number)] = receptionist
-        if config.receptionist.extension:
-            self._by_digits[digits_of(config.receptionist.extension)] = receptionist
+        self._config = config
 
     def lookup(self, number: str | None) -> Destination | None:
         if not number:
             return None
-        digits = digits_of(number)
-        return self._by_digits.get(digits) if digits else None
+        room = self._config.room_for(number)
+        if room is not None:
+            return RoomDestination(room)
+        if self._config.is_receptionist(number):
+            return ReceptionistDestination()
+        return None
 
     def room_for_extension(self, typed: str) -> RoomConfig | None:
-        """What the receptionist does with typed digits: room extensions only."""
-        return self._room_extensions.get(digits_of(typed))
+        """What the receptionist does with typed digits: room extensions only
+        (a direct number typed on the keypad is not an extension)."""
+        room = self._config.room_for(typed)
+        if room is not None and digits_of(room.extension) == digits_of(typed):
+            return room
+        return None
 
     def route(self, request: Request) -> tuple[str | None, Destination | None]:
         """The called number and where it leads: the Request-URI user, or the
