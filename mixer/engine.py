@@ -329,7 +329,6 @@ class MediaEngine:
         self._tick_waiters: list[asyncio.Future] = []
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._family = socket.AF_INET6 if ":" in bind else socket.AF_INET
         # RTP sockets are polled from the tick, not watched by the event loop:
         # one poll syscall finds every socket with a datagram, and each is
         # read exactly once per round (no per-datagram callback, no EAGAIN).
@@ -360,13 +359,17 @@ class MediaEngine:
 
     def open_endpoint(self, rtp_port: int, *, codec: str, payload_type: int, telephone_event_pt: int | None,
                       remote: tuple[str, int] | None, on_digit: Callable[[str], None],
-                      rtp_timeout: float, on_timeout: Callable[[], None]) -> RtpEndpoint:
+                      rtp_timeout: float, on_timeout: Callable[[], None],
+                      host: str | None = None) -> RtpEndpoint:
         """Bind RTP on ``rtp_port`` and RTCP on ``rtp_port + 1``; OSError if busy.
-        ``rtp_port=0`` picks a free even port pair (tests, tools)."""
+        ``rtp_port=0`` picks a free even port pair (tests, tools). ``host``
+        binds this call's sockets to one local address instead of the engine's
+        (a server listening on a wildcard gives each call the address its
+        phone reached, so the media leaves from the address in the SDP)."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         codec_index(codec)  # ValueError before any socket is opened
-        rtp, rtcp = self._bind_pair(rtp_port)
+        rtp, rtcp = self._bind_pair(rtp_port, host or self.bind)
         try:
             ep = RtpEndpoint(self, rtp, rtcp, codec=codec, payload_type=payload_type,
                              telephone_event_pt=telephone_event_pt, remote=remote, on_digit=on_digit,
@@ -480,29 +483,29 @@ class MediaEngine:
         self.stats.participants = len(self._endpoints)
         self._dirty = True
 
-    def _socket(self, port: int) -> socket.socket:
-        s = socket.socket(self._family, socket.SOCK_DGRAM)
+    def _socket(self, port: int, host: str) -> socket.socket:
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
             s.setblocking(False)
-            s.bind((self.bind, port))
+            s.bind((host, port))
         except BaseException:
             s.close()
             raise
         return s
 
-    def _bind_pair(self, rtp_port: int) -> tuple[socket.socket, socket.socket]:
+    def _bind_pair(self, rtp_port: int, host: str) -> tuple[socket.socket, socket.socket]:
         if rtp_port:
-            rtp = self._socket(rtp_port)
+            rtp = self._socket(rtp_port, host)
             try:
-                return rtp, self._socket(rtp_port + 1)
+                return rtp, self._socket(rtp_port + 1, host)
             except BaseException:
                 rtp.close()
                 raise
         for _ in range(100):
             port = random.randrange(30000, 60000, 2)
             try:
-                return self._bind_pair(port)
+                return self._bind_pair(port, host)
             except OSError:
                 continue
         raise OSError("no free RTP port pair")

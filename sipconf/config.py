@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable
 
+from .netaddr import is_wildcard
+
 __all__ = [
     "DEMO_CONFIG_TOML",
     "DIGEST_ALGORITHMS",
@@ -137,8 +139,21 @@ class ServerConfig:
 
     @property
     def advertised_address(self) -> str:
-        """Address written in Contact and SDP ``c=``: ``advertise``, else ``bind``."""
+        """Address written in Contact and SDP ``c=``: ``advertise``, else ``bind``.
+
+        With a wildcard ``bind`` this is the wildcard itself, which must never be
+        written anywhere: use ``address_for`` with the flow's local address."""
         return self.advertise or self.bind
+
+    def address_for(self, local: str) -> str:
+        """The address to write in Via, Contact and SDP for a flow whose packets
+        arrive on ``local`` (SPEC section 15): ``advertise`` when set, else
+        ``bind`` unless it is a wildcard, else ``local``."""
+        if self.advertise:
+            return self.advertise
+        if not is_wildcard(self.bind):
+            return self.bind
+        return local
 
     @property
     def rtp_ports(self) -> str:
@@ -571,6 +586,10 @@ class _Parser:
         advertise = t.string("advertise", d.advertise)
         if advertise and not _is_host(advertise):
             t.problem("advertise", f"must be an IP address or a host name (or \"\" for bind), got {_show(advertise)}")
+            advertise = None
+        elif advertise and is_wildcard(advertise):
+            t.problem("advertise", f"must be an address phones can reach, not the wildcard {_show(advertise)} "
+                                   "(leave it \"\" to use the address each phone's packets arrive on)")
             advertise = None
         sip_port = t.integer("sip_port", d.sip_port, 1, 65535)
         rtp = (d.rtp_port_min, d.rtp_port_max)

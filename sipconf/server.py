@@ -28,6 +28,7 @@ from .rooms import ConferenceDirectory
 from .routing import ReceptionistDestination, RoomDestination, Router
 from .sdp import NoCommonCodec, SdpError, build_answer, parse_sdp, select_audio
 from .limits import SourceLimits
+from .netaddr import bracket, is_wildcard, route_source, sdp_addrtype
 from .security import Security, is_scanner
 from .sip.dialog import Dialog, new_tag
 from .sip.message import Request, Response, SipParseError, make_response, parse_message, serialize
@@ -348,13 +349,24 @@ class SipServer:
             ("Supported", ""), ("Contact", self._contact(transaction.source)),
         ])
 
+    def _local_address(self, peer: Destination) -> str:
+        """What Via, Contact and SDP carry towards ``peer`` (SPEC section 15):
+        ``advertise``, else a specific ``bind``, else the address the peer's
+        packets arrived on, else (a flow we start) the one that routes to it."""
+        server = self.config.server
+        return server.address_for(peer.local or route_source(peer.host) or server.bind)
+
+    def _media_bind(self, peer: Destination) -> str | None:
+        """Where a call's RTP sockets bind: listening on a wildcard, the local
+        address the phone reached (the one the SDP names); else ``bind``."""
+        if not is_wildcard(self.config.server.bind):
+            return None
+        return peer.local or route_source(peer.host)
+
     def _contact(self, peer: Destination) -> str:
         server = self.config.server
         transport = ";transport=tcp" if peer.transport == "TCP" else ""
-        host = server.advertised_address
-        if ":" in host:
-            host = f"[{host}]"
-        return f"<sip:sipconf@{host}:{server.sip_port}{transport}>"
+        return f"<sip:sipconf@{bracket(self._local_address(peer))}:{server.sip_port}{transport}>"
 
     # -- authentication -------------------------------------------------------------
 
@@ -514,6 +526,7 @@ class SipServer:
                     on_digit=call.feed_digit,
                     rtp_timeout=rtp_timeout,
                     on_timeout=lambda call=call: self.hang_up(call, f"no RTP for {rtp_timeout:g} s"),
+                    host=self._media_bind(transaction.source),
                 )
             except OSError as error:
                 log.warning("RTP port %d unusable (%s); trying another", port, error)
@@ -526,7 +539,7 @@ class SipServer:
         return None
 
     def _answer(self, transaction: ServerTransaction, call: Call, offer) -> None:
-        body = build_answer(offer, call.selection, address=self.config.server.advertised_address,
+        body = build_answer(offer, call.selection, address=self._local_address(call.peer),
                             port=call.rtp_port, session_id=call.sdp_session_id, version=call.sdp_version)
         headers = [("Contact", self._contact(call.peer)), ("Allow", ALLOW), ("Supported", "")]
         headers += [("Record-Route", rr) for rr in transaction.request.headers.get_all("Record-Route")]
@@ -582,7 +595,7 @@ class SipServer:
         self._answer_reinvite(transaction, call, offer)
 
     def _answer_reinvite(self, transaction, call: Call, offer) -> None:
-        body = build_answer(offer, call.selection, address=self.config.server.advertised_address,
+        body = build_answer(offer, call.selection, address=self._local_address(call.peer),
                             port=call.rtp_port, session_id=call.sdp_session_id, version=call.sdp_version)
         self._respond(transaction, 200, headers=[("Contact", self._contact(call.peer)), ("Allow", ALLOW)],
                       body=body, content_type="application/sdp")
@@ -622,7 +635,7 @@ class SipServer:
         if call.state in (CallState.ANSWERED, CallState.CONFIRMED):
             server = self.config.server
             bye = call.dialog.build_request(
-                "BYE", via_host=server.advertised_address, via_port=server.sip_port,
+                "BYE", via_host=bracket(self._local_address(call.peer)), via_port=server.sip_port,
                 transport=call.peer.transport, contact=self._contact(call.peer),
                 extra=[("User-Agent", USER_AGENT), ("Reason", f'SIP;cause=200;text="{reason}"')])
             _, events = self.layer.request(bye, call.peer, self.clock())
@@ -646,7 +659,8 @@ def build_answer_as_offer(call: Call) -> bytes:
     answer an offerless re-INVITE with the same codec as before."""
     s = call.selection
     formats = f"{s.payload_type}" + (f" {s.telephone_event_pt}" if s.telephone_event_pt is not None else "")
-    lines = ["v=0", "o=- 0 0 IN IP4 0.0.0.0", "s=-", f"c=IN IP4 {s.remote_host}", "t=0 0",
+    addrtype = sdp_addrtype(s.remote_host)
+    lines = ["v=0", f"o=- 0 0 IN {addrtype} {s.remote_host}", "s=-", f"c=IN {addrtype} {s.remote_host}", "t=0 0",
              f"m=audio {s.remote_port} RTP/AVP {formats}", f"a=rtpmap:{s.payload_type} {s.codec}/8000"]
     if s.telephone_event_pt is not None:
         lines.append(f"a=rtpmap:{s.telephone_event_pt} telephone-event/8000")

@@ -38,6 +38,7 @@ from .sip.dialog import new_tag, new_token
 from .sip.message import Headers, Request, Response
 from .sip.transaction import ClientTimeout, Destination, ResponseReceived
 from .sip.uri import parse_name_addr, parse_uri
+from .netaddr import bracket, is_wildcard, route_source
 
 log = logging.getLogger("sipconf.trunk")
 
@@ -81,14 +82,13 @@ class Registration:
         self.request_uri = f"{uri.scheme}:{uri.hostport}"
         self.aor = f"{uri.scheme}:{self.config.username}@{uri.host}"
         self._contact_host = contact_host
-        host = f"[{contact_host}]" if ":" in contact_host else contact_host
-        self.contact_uri = f"sip:{self.config.username}@{host}:{contact_port}"
-        self.via_sent_by = f"{host}:{contact_port}"
+        self._contact_port = contact_port
+        self._set_contact(contact_host)
         self.user_agent = user_agent
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
         # RFC 3261 10.2: one Call-ID for all registrations of this boot, CSeq increasing.
-        self.call_id = f"{new_token()}@{contact_host}"
+        self.call_id = new_token()
         self.from_tag = new_tag()
         self.cseq = 0
         self.expires = self.config.expires           # what we ask for (raised by a 423)
@@ -120,6 +120,10 @@ class Registration:
         """Calls from ``host`` come from this trunk's registrar while we are registered."""
         return host in self.addresses and self.registered(now)
 
+    def _set_contact(self, host: str) -> None:
+        self.contact_uri = f"sip:{self.config.username}@{bracket(host)}:{self._contact_port}"
+        self.via_sent_by = f"{bracket(host)}:{self._contact_port}"
+
     def next_deadline(self) -> float | None:
         if self._in_flight is not None or self.state in (RegistrationState.UNREGISTERING,
                                                          RegistrationState.STOPPED):
@@ -135,6 +139,13 @@ class Registration:
         want_v6 = ":" in self._contact_host
         preferred = [a for a in addresses if (":" in a) == want_v6] or addresses
         self.destination = Destination(self.transport, preferred[0], self.registrar_port)
+        if is_wildcard(self._contact_host):
+            # We listen everywhere: name the address that routes to the registrar
+            # (SPEC section 15), never 0.0.0.0 or ::.
+            local = route_source(preferred[0])
+            if local is not None:
+                self._set_contact(local)
+                self.destination = Destination(self.transport, preferred[0], self.registrar_port, local)
 
     def poll(self, now: float) -> Request | None:
         """A REGISTER to send now (first attempt, refresh or retry), or None."""

@@ -603,7 +603,10 @@ class TestPhone:
         self._closed = threading.Event()
         self._lock = threading.RLock()
 
-        self.sip_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # IPv6 when local_ip is one (SPEC 15): bracketed in Via/Contact, IN IP6 in SDP.
+        self._family = socket.AF_INET6 if ":" in local_ip else socket.AF_INET
+        self._host = f"[{local_ip}]" if ":" in local_ip else local_ip
+        self.sip_sock = socket.socket(self._family, socket.SOCK_DGRAM)
         self.sip_sock.bind((local_ip, sip_port))
         self.sip_sock.settimeout(0.1)
         self.sip_port = self.sip_sock.getsockname()[1]
@@ -686,14 +689,15 @@ class TestPhone:
 
     @staticmethod
     def _bind_even(ip, port):
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
         if port:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s = socket.socket(family, socket.SOCK_DGRAM)
             s.bind((ip, port))
             return s
         spare = []
         try:
             for _ in range(50):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s = socket.socket(family, socket.SOCK_DGRAM)
                 s.bind((ip, 0))
                 if s.getsockname()[1] % 2 == 0:
                     return s
@@ -748,10 +752,10 @@ class TestPhone:
         self.sip_sock.sendto(data, addr or self.server)
 
     def _via(self, branch):
-        return f"SIP/2.0/UDP {self.local_ip}:{self.sip_port};branch={branch};rport"
+        return f"SIP/2.0/UDP {self._host}:{self.sip_port};branch={branch};rport"
 
     def _contact(self):
-        return f"<sip:{self.user}@{self.local_ip}:{self.sip_port}>"
+        return f"<sip:{self.user}@{self._host}:{self.sip_port}>"
 
     def _sip_loop(self):
         while not self._closed.is_set():
@@ -1019,8 +1023,9 @@ class TestPhone:
         ip, port = self.advertise_rtp or (self.local_ip, self.rtp_port)
         self._sdp_version += 1
         pts = [pt for _, pt in self.codecs]
-        lines = ["v=0", f"o={self.user} {self._sdp_session} {self._sdp_version} IN IP4 {ip}",
-                 "s=sipconf-testphone", f"c=IN IP4 {ip}", "t=0 0"]
+        addrtype = "IP6" if ":" in ip else "IP4"
+        lines = ["v=0", f"o={self.user} {self._sdp_session} {self._sdp_version} IN {addrtype} {ip}",
+                 "s=sipconf-testphone", f"c=IN {addrtype} {ip}", "t=0 0"]
         te = self.telephone_event_pt
         m_pts = pts + ([te] if te is not None else [])
         lines.append(f"m=audio {port} RTP/AVP {' '.join(map(str, m_pts))}")

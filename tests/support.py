@@ -93,8 +93,9 @@ def free_port(host: str = "127.0.0.1") -> int:
     for _ in range(200):
         port = random.randrange(21000, 60000)
         try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
-                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as udp, \
+                    socket.socket(family, socket.SOCK_STREAM) as tcp:
                 udp.bind((host, port))
                 tcp.bind((host, port))
         except OSError:
@@ -122,17 +123,22 @@ def free_rtp_range(width: int = 100) -> tuple[int, int]:
 
 
 def options_ping(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> int | None:
-    """Send one OPTIONS; the status code of the answer, or None."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+    """Send one OPTIONS (over IPv6 when ``host`` is an IPv6 address); the
+    status code of the answer, or None."""
+    v6 = ":" in host
+    local_host = "::1" if v6 else "127.0.0.1"
+    uri_host = f"[{host}]" if v6 else host
+    via_host = f"[{local_host}]" if v6 else local_host
+    with socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((local_host, 0))
         local = sock.getsockname()[1]
         branch = "z9hG4bK" + secrets.token_hex(6)
         message = (
-            f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch={branch};rport\r\n"
+            f"OPTIONS sip:{uri_host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {via_host}:{local};branch={branch};rport\r\n"
             "Max-Forwards: 70\r\n"
-            f"From: <sip:ping@127.0.0.1>;tag={secrets.token_hex(4)}\r\n"
-            f"To: <sip:{host}:{port}>\r\n"
+            f"From: <sip:ping@{via_host}>;tag={secrets.token_hex(4)}\r\n"
+            f"To: <sip:{uri_host}:{port}>\r\n"
             f"Call-ID: {secrets.token_hex(8)}\r\n"
             "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
         ).encode()
@@ -159,6 +165,7 @@ class ServerProcess:
     rtp_low: int = 0
     rtp_high: int = 0
     process: subprocess.Popen | None = None
+    host: str = "127.0.0.1"  # where readiness is checked (e.g. "::1" for an IPv6-only bind)
 
     def start(self, timeout: float = 15.0) -> "ServerProcess":
         if not self.rtp_low:
@@ -179,7 +186,7 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
-            if options_ping(self.sip_port, timeout=0.2) == 200:
+            if options_ping(self.sip_port, self.host, timeout=0.2) == 200:
                 return self
             time.sleep(0.1)
         self.stop()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .message import Message, Request, Response, make_response
 from .uri import parse_via
@@ -39,6 +39,9 @@ class Destination:
     transport: str  # "UDP" or "TCP"
     host: str
     port: int
+    # The local address the peer's packets arrive on (and ours leave from);
+    # "" when not known. Not part of identity: the same peer is the same flow.
+    local: str = field(default="", compare=False)
 
     @property
     def reliable(self) -> bool:
@@ -125,7 +128,7 @@ def response_destination(request: Request, source: Destination) -> Destination:
     via = request.top_via
     if "rport" in via.params:
         return source
-    return Destination(source.transport, source.host, via.port or 5060)
+    return replace(source, port=via.port or 5060)
 
 
 def stamp_received(request: Request, source: Destination) -> None:
