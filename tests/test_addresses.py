@@ -9,6 +9,7 @@ packets come from must be the address the phone reached, never 0.0.0.0/::.
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import time
 import pytest
 
 from phone import TestPhone, parse_sdp
-from support import PASSWORDS, REPO, ROOM_DID, ServerProcess, office_config, wait_until
+from support import PASSWORDS, REPO, ROOM_DID, ServerProcess, free_port, office_config, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -327,3 +328,36 @@ def test_check_config_accepts_wildcard_and_ipv6_binds(tmp_path, bind):
     result = subprocess.run([sys.executable, "-m", "sipconf", "check-config", str(path)], cwd=REPO,
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_ipv6
+@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (Debian sip-tester) is not installed")
+def test_sipp_over_ipv6_joins_by_rfc4733_and_is_heard(tmp_path):
+    """SIPp's room_join.xml (Debian's RFC 2833 pcaps, speech by rtp_stream)
+    over IPv6 from a trunk allowed as ::1/128; a phone in the room hears it."""
+    from support import SIPP_DIR, _sipp_counts, free_rtp_range
+    sys.path.insert(0, str(REPO / "scripts"))
+    import rtpgen
+    (tmp_path / "speech.alaw").write_bytes(rtpgen.speech_alaw())
+    server = start_server(tmp_path, "::1", host="::1", trunk_allow="::1/128")
+    phone = phone_to(server, "::1", codecs=("PCMA",))
+    try:
+        join(phone)
+        assert wait_until(lambda: joined(server, phone.call_id), 10), server.log()[-2000:]
+        time.sleep(2.5)  # "you are the first participant" is over
+        completed = subprocess.run(
+            ["sipp", f"[::1]:{server.sip_port}", "-sf", str(SIPP_DIR / "room_join.xml"), "-i", "::1",
+             "-p", str(free_port("::1")), "-mp", str(free_rtp_range(10)[0]), "-s", "800", "-d", "6000",
+             "-m", "1", "-nostdin", "-timeout", "40s", "-timeout_error", "-trace_stat", "-stf", "stats.csv"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=70, stdin=subprocess.DEVNULL)
+        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-2000:]
+        assert _sipp_counts(tmp_path / "stats.csv") == (1, 0)
+        log = server.log()
+        sipp_joins = [line for line in log.splitlines() if "joined conference 1234" in line
+                      and phone.call_id not in line]
+        assert sipp_joins, log[-3000:]
+        assert re.search(r"new call from \+336\d* \(trunk provider, ::1:\d+\)", log), log[-3000:]
+        assert phone.rms(seconds=8.0) > 300, "the phone must hear SIPp's speech over IPv6"
+    finally:
+        phone.close()
+        server.stop()

@@ -38,14 +38,16 @@ def write_tone(path, hz: float, seconds: float) -> None:
 class Baresip:
     """baresip on a pty so its keypad (stdio module) can be typed on."""
 
-    def __init__(self, directory, server_port: int, user: str, password: str) -> None:
-        sip_port = free_port()
+    def __init__(self, directory, server_port: int, user: str, password: str, *, host: str = "127.0.0.1") -> None:
+        sip_port = free_port(host)
+        uri_host = f"[{host}]" if ":" in host else host
         rtp_low, rtp_high = free_rtp_range(20)
         write_tone(directory / "tone.wav", TONE_HZ, 60)
         (directory / "config").write_text(
             "poll_method epoll\n"
-            f"sip_listen 127.0.0.1:{sip_port}\n"
-            f"audio_source aufile,{directory / 'tone.wav'}\n"
+            f"sip_listen {uri_host}:{sip_port}\n"
+            + ("net_af ipv6\n" if ":" in host else "")
+            + f"audio_source aufile,{directory / 'tone.wav'}\n"
             f"audio_player aufile,{directory / 'heard.wav'}\n"
             "audio_alert aufile,/dev/null\n"
             f"rtp_ports {rtp_low}-{rtp_high}\n"
@@ -53,7 +55,7 @@ class Baresip:
             "module g711.so\nmodule aufile.so\nmodule stdio.so\n"
             "module_app account.so\nmodule_app menu.so\n")
         (directory / "accounts").write_text(
-            f"<sip:{user}@127.0.0.1:{server_port}>;auth_pass={password};regint=600\n")
+            f"<sip:{user}@{uri_host}:{server_port}>;auth_pass={password};regint=600\n")
         self.master, slave = pty.openpty()
         self.output = b""
         self.process = subprocess.Popen([BARESIP, "-f", str(directory), "-t", "60"],
@@ -117,3 +119,34 @@ def test_baresip_registers_joins_by_keypad_and_is_heard(demo_server, tmp_path):
         if softphone is not None:
             softphone.close()
         listener.close()
+
+
+def test_baresip_over_ipv6_registers_to_bracketed_server_and_joins(tmp_path):
+    """SPEC 15: baresip registers to [::1] and joins room 800 by its keypad;
+    a test phone over IPv6 in the conference hears its tone."""
+    from support import ServerProcess
+    server = ServerProcess(tmp_path, extra_args=("--bind", "::1"), host="::1").start()
+    listener = TestPhone(("::1", server.sip_port), local_ip="::1", user="102", password="bob-secret")
+    softphone = None
+    try:
+        assert listener.call("800").status == 200
+        time.sleep(0.3)
+        listener.send_dtmf("1234#4321#")
+        softphone = Baresip(tmp_path, server.sip_port, "101", "alice-secret", host="::1")
+        assert softphone.wait_for(b"200 OK", 10), softphone.output.decode(errors="replace")
+        assert "register 101: 1 contact(s)" in server.log()
+        softphone.type("/dial 800\n", gap=0.05)
+        assert softphone.wait_for(b"Call established", 10), softphone.output.decode(errors="replace")
+        softphone.pump(1.0)
+        softphone.type("1234#4321#")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not listener.hears(TONE_HZ, seconds=0.5, threshold=2000):
+            softphone.pump(0.2)
+        assert listener.hears(TONE_HZ, seconds=0.5, threshold=2000), server.log()[-3000:]
+        assert "joined conference 1234" in server.log()
+        assert "(extension 101, ::1:" in server.log()
+    finally:
+        if softphone is not None:
+            softphone.close()
+        listener.close()
+        server.stop()
