@@ -99,7 +99,7 @@ class SipServer:
         self.metrics.watch("sipconf_rtp_ports_free", "RTP ports free", lambda: self.ports.available)
         self.metrics.collect_from(MediaStatsCollector(lambda: self.media.stats if self.media else None))
         await self.metrics.serve(server.bind, server.metrics_port, quiet_moment=self.media.after_tick)
-        log.info("sipconf listening on %s:%d (UDP, TCP); %s", server.bind, server.sip_port, self.config.summary())
+        log.info("sipconf listening on %s:%d (UDP, TCP); %s", bracket(server.bind), server.sip_port, self.config.summary())
 
     async def shutdown(self) -> None:
         """BYE every call, give the BYEs a moment to be answered, then close."""
