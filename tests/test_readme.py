@@ -4,10 +4,14 @@ demo command writes a valid configuration with English prompts."""
 
 from __future__ import annotations
 
+import os
+import pty
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -62,3 +66,49 @@ def test_readme_english_demo_command_writes_a_valid_english_config(tmp_path):
     config = load_config(tmp_path / "demo-en.toml")
     assert config.server.language == "en"
     assert config.room_for("800") is not None and config.extension("101") is not None
+
+
+@pytest.mark.skipif(shutil.which("baresip") is None, reason="baresip (Debian baresip-core) is not installed")
+def test_readme_baresip_account_joins_the_demo_conference(tmp_path):
+    # The README's accounts line (domain office.local, the server as outbound
+    # proxy) and its sip_listen line, moved to free ports; audio from a file
+    # instead of a sound card, since the test has none.
+    from test_baresip_interop import Baresip, write_tone
+
+    account = command_line("<sip:101@office.local>")
+    assert 'outbound="sip:127.0.0.1:5060"' in account and command_line("sip_listen ").startswith("sip_listen 127.0.0.1:")
+
+    class ReadmeBaresip(Baresip):
+        def __init__(self, directory, server_port: int) -> None:
+            rtp_low, rtp_high = free_rtp_range(20)
+            write_tone(directory / "tone.wav", 523.0, 30)
+            (directory / "config").write_text(
+                f"sip_listen 127.0.0.1:{free_port()}\n"
+                f"audio_source aufile,{directory / 'tone.wav'}\naudio_player aufile,{directory / 'heard.wav'}\n"
+                f"audio_alert aufile,/dev/null\nrtp_ports {rtp_low}-{rtp_high}\n"
+                "module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\nmodule stdio.so\n"
+                "module_app account.so\nmodule_app menu.so\n")
+            (directory / "accounts").write_text(account.replace("127.0.0.1:5060", f"127.0.0.1:{server_port}") + "\n")
+            self.master, slave = pty.openpty()
+            self.output = b""
+            self.process = subprocess.Popen([shutil.which("baresip"), "-f", str(directory), "-t", "60"],
+                                            stdin=slave, stdout=slave, stderr=slave)
+            os.close(slave)
+
+    with ServerProcess(tmp_path) as server:
+        softphone = ReadmeBaresip(tmp_path, server.sip_port)
+        try:
+            assert softphone.wait_for(b"200 OK", 10), softphone.output.decode(errors="replace")
+            softphone.type("/dial 800\n", gap=0.05)
+            assert softphone.wait_for(b"Call established", 10), softphone.output.decode(errors="replace")
+            softphone.pump(1.0)
+            softphone.type("1234#4321#")
+            joined = re.compile(r"call \S+: joined conference 1234 of room 800")
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not joined.search(server.log()):
+                softphone.pump(0.2)
+            log = server.log()
+        finally:
+            softphone.close()
+    assert "new call from 101 (extension 101" in log, log[-3000:]
+    assert joined.search(log), log[-3000:]
