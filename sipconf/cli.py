@@ -102,17 +102,21 @@ async def _serve_until_signal(config: Config, read_config: Callable[[], Config] 
     from .server import SipServer
 
     server = SipServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # The handlers go in before the transport starts: the server counts as
+    # ready from its first answer to OPTIONS (SPEC 2), and a SIGTERM from that
+    # moment on must end in the graceful shutdown, not the default kill. A
+    # signal during start-up is acted on once start() returns.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload, server, read_config, path)
     await server.start()
     # Everything made at start-up (config, prompts, tables) lives as long as
     # the process: keep it out of the garbage collector's full scans, which
     # otherwise stall a mixer tick now and then.
     gc.collect()
     gc.freeze()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _reload, server, read_config, path)
     await stop.wait()
     logging.getLogger("sipconf").info("shutting down: %d call(s) to end", len(server.calls))
     await server.shutdown()
