@@ -30,7 +30,7 @@ from .codecs import MUTED_OFFSET, SILENCE_BYTE, VARIANT_OFFSETS, codec_index
 from .conference import BatchMixer, Conference as _Conference, make_beep
 from .dtmf import DtmfDetector
 from .jitter import FRAME, JitterBuffer
-from .rtcp import is_rtcp
+from .rtcp import is_rtcp, same_host
 from .rtp import HEADER_SIZE, RTP_HEADER, RtpSender, TELEPHONE_EVENT
 
 log = logging.getLogger(__name__)
@@ -219,8 +219,8 @@ class RtpEndpoint:
                 return
             host = addr[0]
             latched, remote = self._latched, self.remote
-            if ((latched is not None and host == latched[0]) or (remote is not None and host == remote[0])) \
-                    and is_rtcp(data):
+            if ((latched is not None and same_host(host, latched[0]))
+                    or (remote is not None and same_host(host, remote[0]))) and is_rtcp(data):
                 self._last_rx = time.monotonic()
                 stats.rtcp_in += 1
                 continue

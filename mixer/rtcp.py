@@ -20,6 +20,14 @@ RTCP_PT_MAX = 207
 MAX_SUBPACKETS = 16
 
 
+def same_host(a: str, b: str) -> bool:
+    """``a`` and ``b`` name the same host, an IPv4 peer seen through a
+    dual-stack socket (``::ffff:192.0.2.1``) included."""
+    if a == b:
+        return True
+    return a.removeprefix("::ffff:") == b.removeprefix("::ffff:")
+
+
 def is_rtcp(data: bytes) -> bool:
     """True when ``data`` is a well-formed RTCP packet, compound or reduced-size:
     every sub-packet has version 2, a packet type of 200-207 and a length

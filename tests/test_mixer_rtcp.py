@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from mixer.rtcp import is_rtcp
+from mixer.rtcp import is_rtcp, same_host
 from rtcp_packets import compound, receiver_report, sdes_cname, sender_report
 
 
@@ -45,3 +45,10 @@ def test_well_formed_rtcp(packet):
 ])
 def test_junk_is_not_rtcp(packet):
     assert not is_rtcp(packet)
+
+
+def test_same_host_sees_through_ipv4_mapped_addresses():
+    assert same_host("192.0.2.1", "192.0.2.1")
+    assert same_host("::ffff:192.0.2.1", "192.0.2.1") and same_host("192.0.2.1", "::ffff:192.0.2.1")
+    assert not same_host("192.0.2.1", "192.0.2.10")
+    assert not same_host("::1", "127.0.0.1")
