@@ -56,7 +56,7 @@ def test_sipsak_health_check_is_answered_200(demo_server, transport):
     if transport == "tcp":
         args[1:1] = ["-E", "tcp"]
     result = subprocess.run(args, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    # sipsak exits 0 only for a 2xx final answer (1 for other finals, 3 for none)
+    # sipsak exits 0 only when a 200 came back (1 for other finals, 3 for none)
     assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
     assert "SIP/2.0 200 OK" in result.stdout
     assert "scanner 'sipsak" not in demo_server.log()
