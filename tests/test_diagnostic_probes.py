@@ -20,16 +20,20 @@ SIPSAK = shutil.which("sipsak")
 needs_sipsak = pytest.mark.skipif(SIPSAK is None, reason="sipsak not installed (Debian package sipsak)")
 
 
-def send_options(port: int, user_agent: str, *, source: str = "127.0.0.1", timeout: float = 1.0) -> bytes | None:
+def send_options(port: int, user_agent: str, *, source: str = "127.0.0.1", timeout: float = 1.0,
+                 line_end: str = "\r\n", blank_line: bool = True, branch: bool = True) -> bytes | None:
     """One OPTIONS shaped like Nagios check_sip's (its From user, Accept and
-    User-agent spelling); the raw answer, or None when there is none."""
+    User-agent spelling); the raw answer, or None when there is none. Its PHP
+    and Python rewrites send no Via branch and stop after the last header,
+    without the empty line (the Python one with bare LF line ends)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((source, 0))
         local = sock.getsockname()[1]
         tag = secrets.token_hex(4)
-        message = "\r\n".join([
+        via_branch = f";branch=z9hG4bK{secrets.token_hex(6)}" if branch else ""
+        message = line_end.join([
             f"OPTIONS sip:127.0.0.1:{port} SIP/2.0",
-            f"Via: SIP/2.0/UDP {source}:{local};branch=z9hG4bK{secrets.token_hex(6)};rport",
+            f"Via: SIP/2.0/UDP {source}:{local}{via_branch};rport",
             f"From: sip:checksip@{source}:{local};tag={tag}",
             f"To: sip:127.0.0.1:{port}",
             f"Call-ID: {secrets.token_hex(8)}@{source}",
@@ -39,8 +43,7 @@ def send_options(port: int, user_agent: str, *, source: str = "127.0.0.1", timeo
             "Max-Forwards: 70",
             f"User-agent: {user_agent}",
             "Accept: text/plain",
-            "", "",
-        ]).encode()
+        ] + (["", ""] if blank_line else [])).encode()
         sock.sendto(message, ("127.0.0.1", port))
         sock.settimeout(timeout)
         try:
@@ -62,8 +65,14 @@ def test_sipsak_health_check_is_answered_200(demo_server, transport):
     assert "scanner 'sipsak" not in demo_server.log()
 
 
-def test_check_sip_style_options_is_answered_200(demo_server):
-    answer = send_options(demo_server.sip_port, "check_sip 1.01")
+@pytest.mark.parametrize("line_end, blank_line, branch", [
+    ("\r\n", True, True),     # a well-formed probe
+    ("\r\n", False, False),   # check_sip's PHP rewrite: no branch, no empty line
+    ("\n", False, False),      # its Python rewrite: the same with bare LF
+])
+def test_check_sip_style_options_is_answered_200(demo_server, line_end, blank_line, branch):
+    answer = send_options(demo_server.sip_port, "check_sip 1.01", line_end=line_end, blank_line=blank_line,
+                          branch=branch)
     assert answer is not None and answer.startswith(b"SIP/2.0 200 OK"), answer
 
 
@@ -83,3 +92,13 @@ def test_diagnostic_tools_and_phones_are_not_scanners(agent):
 @pytest.mark.parametrize("name", SCANNER_AGENTS)
 def test_every_listed_scanner_is_recognised_in_context(name):
     assert is_scanner(name) and is_scanner(f"{name.upper()}/1.0") and is_scanner(f"x ({name})")
+
+
+def test_a_datagram_without_the_empty_line_still_checks_content_length():
+    from sipconf.sip.message import SipParseError, parse_message
+    head = (b"OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5000\r\nFrom: <sip:a@h>;tag=1\r\n"
+            b"To: <sip:h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n")
+    assert parse_message(head + b"Content-Length: 0").body == b""
+    assert parse_message(head + b"Content-Length: 0\r\n").method == "OPTIONS"
+    with pytest.raises(SipParseError):
+        parse_message(head + b"Content-Length: 10")  # a body was announced and is missing
