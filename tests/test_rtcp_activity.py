@@ -114,7 +114,7 @@ def test_junk_on_the_rtcp_port_does_not_keep_the_call_up(server):
                 elapsed = time.monotonic() - quiet_since
                 break
         assert elapsed is not None, "junk on the RTCP port kept the call up"
-        assert RTP_TIMEOUT - 0.5 <= elapsed <= RTP_TIMEOUT + 1.5, elapsed
+        assert RTP_TIMEOUT - 0.5 <= elapsed <= RTP_TIMEOUT + 2.5, elapsed
     log = server.log()
     assert f"no RTP for {RTP_TIMEOUT} s; BYE sent" in log
     # logged once per call, not once per datagram
