@@ -6,7 +6,8 @@ a datagram and each is read once per poll round, with only header checks
 plus a byte copy into the participant's jitter buffer: no event-loop callback
 per datagram and no EAGAIN exception per socket. All decoding/mixing/encoding
 happens once per tick for every participant at once (``conference.BatchMixer``).
-RTCP is still drained by an event-loop reader (a few packets a second).
+RTCP is read by an event-loop reader (a few packets a second): a well-formed
+packet from the call's peer counts as activity for the RTP timeout.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .codecs import MUTED_OFFSET, SILENCE_BYTE, VARIANT_OFFSETS, codec_index
 from .conference import BatchMixer, Conference as _Conference, make_beep
 from .dtmf import DtmfDetector
 from .jitter import FRAME, JitterBuffer
+from .rtcp import is_rtcp, same_host
 from .rtp import HEADER_SIZE, RTP_HEADER, RtpSender, TELEPHONE_EVENT
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ PACKET = np.dtype([("b0", "u1"), ("b1", "u1"), ("seq", ">u2"), ("ts", ">u4"), ("
                    ("payload", "u1", (FRAME,))])
 RX_ROUNDS = 16  # poll rounds per tick: up to this many datagrams per socket per tick
 JUNK_SKIP = 64  # dropped datagrams skipped per read (see RtpEndpoint._receive)
+RTCP_READS = 16  # RTCP datagrams read per event-loop callback (the rest on the next one)
 HOUSEKEEPING_TICKS = 5  # rtp timeout / stale DTMF checks every 100 ms
 _RX_SIZE = 2048
 _FAST_SIZE = HEADER_SIZE + FRAME  # the datagram of the receive fast path
@@ -59,6 +62,8 @@ class EngineStats:
     ticks_skipped: int = 0
     send_errors: int = 0
     participants: int = 0  # open endpoints
+    rtcp_in: int = 0  # well-formed RTCP from a call's peer (counts as activity)
+    rtcp_dropped: int = 0  # anything else on an RTCP port
     tick_lateness_s: deque = field(default_factory=lambda: deque(maxlen=3000))
     tick_work_s: deque = field(default_factory=lambda: deque(maxlen=3000))
     # per-bucket (not cumulative) counts of every tick since start, last = +Inf
@@ -80,7 +85,7 @@ class RtpEndpoint:
         "rtp_timeout", "conference", "beep_frame", "_row", "closed", "on_hold", "_codec_i", "codec",
         "payload_type", "telephone_event_pt", "remote", "_dest", "_latched", "_latched_at", "_audio_ssrc",
         "_variants", "jitter", "dtmf", "_sender", "_ts0", "_first_tick", "_last_rx", "_timed_out",
-        "_prompt", "_prompt_pos", "_prompt_done", "dropped", "_fd",
+        "_prompt", "_prompt_pos", "_prompt_done", "dropped", "_fd", "_rtcp_junk_logged",
     )
 
     def __init__(self, engine: "MediaEngine", rtp: socket.socket, rtcp: socket.socket, *, codec: str,
@@ -122,6 +127,7 @@ class RtpEndpoint:
         self._prompt_pos = 0
         self._prompt_done: Callable[[], None] | None = None
         self.dropped = 0
+        self._rtcp_junk_logged = False
         self._fd = rtp.fileno()
         engine._watch(self)
         engine._loop.add_reader(rtcp.fileno(), self._on_rtcp)
@@ -200,13 +206,29 @@ class RtpEndpoint:
 
     # -- receive --------------------------------------------------------------------------------
     def _on_rtcp(self) -> None:
-        while True:
+        """RTCP, off the tick: a well-formed packet from the call's peer (the
+        host RTP is latched to, else the SDP's) keeps the call alive like RTP
+        does (SPEC 5: a phone with voice-activity detection sends only RTCP
+        while quiet; Asterisk's rtptimeout counts RTCP too). Anything else is
+        dropped, so junk aimed at the port cannot keep a dead call up."""
+        stats = self._engine.stats
+        for _ in range(RTCP_READS):
             try:
-                self._rtcp.recv(_RX_SIZE)
-            except (BlockingIOError, InterruptedError):
+                data, addr = self._rtcp.recvfrom(_RX_SIZE)
+            except OSError:  # BlockingIOError included: nothing more to read
                 return
-            except OSError:
-                return
+            host = addr[0]
+            latched, remote = self._latched, self.remote
+            if ((latched is not None and same_host(host, latched[0]))
+                    or (remote is not None and same_host(host, remote[0]))) and is_rtcp(data):
+                self._last_rx = time.monotonic()
+                stats.rtcp_in += 1
+                continue
+            stats.rtcp_dropped += 1
+            if not self._rtcp_junk_logged:  # once per call: a flood must not fill the log
+                self._rtcp_junk_logged = True
+                log.info("RTCP port %d: dropped a datagram from %s that is not RTCP from the call's peer "
+                         "(further ones are counted, not logged)", self._rtcp.getsockname()[1], host)
 
     def _receive(self, now: float, skip: int = JUNK_SKIP) -> int:
         """One useful datagram if there is one: dropped ones (junk, a third

@@ -18,6 +18,7 @@ from .ivr import DigitCollector
 from .sdp import AudioSelection
 from .sip.dialog import Dialog
 from .sip.transaction import Destination
+from .wording import plural
 
 if TYPE_CHECKING:
     from .server import SipServer
@@ -145,8 +146,8 @@ class Call:
         before = directory.join(room, conference, self.endpoint)
         self.conference = conference
         self._joined_room = room
-        log.info("call %s: joined conference %s of room %s (%d participants)",
-                 self.call_id, conference.id, room.extension, before + 1)
+        log.info("call %s: joined conference %s of room %s (%s)",
+                 self.call_id, conference.id, room.extension, plural(before + 1, "participant"))
         if before == 0:
             await self.digits.say(prompts["first_participant"])
         # In the conference until BYE or timeout; digits are ignored from here.

@@ -10,21 +10,27 @@ import signal
 import sys
 from typing import Callable
 
+from . import __version__
 from .config import Config, ConfigError, demo_config, load_config, with_overrides
+from .wording import plural
 
 EXIT_CONFIG = 2
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sipconf", description="SIP/RTP conference bridge")
+    parser.add_argument("--version", action="version", version=f"sipconf {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--config", metavar="FILE", help="TOML configuration (default: the built-in demo)")
     serve.add_argument("--bind", metavar="ADDR", help="address of the SIP and RTP sockets")
     serve.add_argument("--sip-port", metavar="N", type=int, help="SIP port (UDP and TCP)")
     serve.add_argument("--rtp-ports", metavar="LO-HI", help="RTP port range, inclusive")
-    serve.add_argument("--log-level", metavar="LEVEL", default="INFO",
-                       choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"])
+    # type= runs before the choices check: any case is accepted, and --help
+    # and argparse's "invalid choice" message list the canonical spellings.
+    serve.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+                       help="log verbosity, any case (default: INFO)")
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file", metavar="FILE")
     return parser
@@ -56,9 +62,16 @@ def main(argv: list[str] | None = None) -> int:
         config = read_config() if args.config else with_overrides(demo_config(), **overrides)
     except ConfigError as error:
         return _report(error)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _warn_unroutable(config)
     return _serve(config, read_config if args.config else None, args.config)
+
+
+def _warn_unroutable(config: Config) -> None:
+    """A valid configuration that routes no call (an empty file) starts, but says so."""
+    for warning in config.routing_warnings():
+        logging.getLogger("sipconf").warning("configuration: %s", warning)
 
 
 def _serve(config: Config, read_config: Callable[[], Config] | None = None, path: str | None = None) -> int:
@@ -86,8 +99,8 @@ def _reload(server, read_config: Callable[[], Config] | None, path: str | None) 
     try:
         config = read_config()
     except ConfigError as error:
-        log.error("configuration reload refused, %s is invalid (%d problem(s)); keeping the running configuration",
-                  path, len(error.problems))
+        log.error("configuration reload refused, %s is invalid (%s); keeping the running configuration",
+                  path, plural(len(error.problems), "problem"))
         for problem in error.problems:
             log.error("  %s", problem)
         return
@@ -95,6 +108,8 @@ def _reload(server, read_config: Callable[[], Config] | None, path: str | None) 
         server.reload(config)
     except Exception:
         log.exception("configuration reload failed")
+        return
+    _warn_unroutable(config)
 
 
 async def _serve_until_signal(config: Config, read_config: Callable[[], Config] | None = None,
@@ -102,18 +117,22 @@ async def _serve_until_signal(config: Config, read_config: Callable[[], Config] 
     from .server import SipServer
 
     server = SipServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # The handlers go in before the transport starts: the server counts as
+    # ready from its first answer to OPTIONS (SPEC 2), and a SIGTERM from that
+    # moment on must end in the graceful shutdown, not the default kill. A
+    # signal during start-up is acted on once start() returns.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload, server, read_config, path)
     await server.start()
     # Everything made at start-up (config, prompts, tables) lives as long as
     # the process: keep it out of the garbage collector's full scans, which
     # otherwise stall a mixer tick now and then.
     gc.collect()
     gc.freeze()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _reload, server, read_config, path)
     await stop.wait()
-    logging.getLogger("sipconf").info("shutting down: %d call(s) to end", len(server.calls))
+    logging.getLogger("sipconf").info("shutting down: %s to end", plural(len(server.calls), "call"))
     await server.shutdown()
     return 0

@@ -22,6 +22,7 @@ from functools import cached_property
 from typing import Any, Callable
 
 from .netaddr import is_wildcard
+from .wording import plural
 
 __all__ = [
     "DEMO_CONFIG_TOML",
@@ -247,12 +248,22 @@ class Config:
         host = f"[{s.bind}]" if ":" in s.bind else s.bind
         registering = [f"{t.name} registers to {t.register.registrar} as {t.register.username}"
                        for t in self.trunks if t.register is not None]
-        trunks = f"{len(self.trunks)} trunks" + (f" ({'; '.join(registering)})" if registering else "")
+        trunks = plural(len(self.trunks), "trunk") + (f" ({'; '.join(registering)})" if registering else "")
         return (
-            f"{s.domain}: {len(self.extensions)} extensions, {len(self.rooms)} rooms "
-            f"({conferences} conferences), {trunks}, {receptionist}; "
+            f"{s.domain}: {plural(len(self.extensions), 'extension')}, {plural(len(self.rooms), 'room')} "
+            f"({plural(conferences, 'conference')}), {trunks}, {receptionist}; "
             f"SIP {host}:{s.sip_port}, RTP {s.rtp_port_min}-{s.rtp_port_max}"
+            + "".join(f"; WARNING: {warning}" for warning in self.routing_warnings())
         )
+
+    def routing_warnings(self) -> list[str]:
+        """A valid file that cannot put a call anywhere (an empty file, say):
+        said in check-config's summary and logged as a WARNING at start."""
+        if self.rooms:
+            return []
+        if self.receptionist.enabled:
+            return ["no [[rooms]]: the receptionist answers but has no room to send callers to"]
+        return ["nothing is routable: no [[rooms]] and no [receptionist], so no call can reach anything"]
 
     # Lookups are built once per (immutable) Config. cached_property writes to
     # the instance __dict__ directly, which a frozen dataclass allows.

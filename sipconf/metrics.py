@@ -92,6 +92,8 @@ class MediaStatsCollector:
             ("sipconf_mixer_ticks", "ticks", "Mixer ticks"),
             ("sipconf_rtp_send_errors", "send_errors", "RTP packets the socket refused to send"),
             ("sipconf_mixer_ticks_skipped", "ticks_skipped", "Mixer ticks skipped to catch up after a stall"),
+            ("sipconf_rtcp_packets_in", "rtcp_in", "RTCP packets from calls' peers (count as activity)"),
+            ("sipconf_rtcp_packets_dropped", "rtcp_dropped", "Datagrams on RTCP ports that are not RTCP from the peer"),
         ):
             value = getattr(stats, attribute, None)
             if value is not None:

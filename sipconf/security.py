@@ -7,14 +7,38 @@ PINs per caller; ``limit`` failures within ``window`` seconds ban the key for
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 from typing import Callable
 
 from .config import SecurityConfig
 
-SCANNER_AGENTS = ("friendly-scanner", "sipvicious", "sipcli", "sip-scan", "sipsak", "iwar",
-                  "sundayddr", "vaxsipuseragent", "cantcoco", "pplsip", "sip hacker")
+#: User-Agent names of SIP scanners and attack tools, matched as whole words,
+#: case-insensitively, anywhere in the header. Their requests are dropped
+#: without an answer (SPEC section 3), so a scan learns nothing, not even
+#: that a SIP server listens here. This is the one list: add a tool here,
+#: with a comment saying what it is.
+#:
+#: Administrators' diagnostic tools are deliberately NOT listed, so that a
+#: monitoring probe sees the server as it is: sipsak (``sipsak -s sip:host``,
+#: the usual SIP health check), Nagios/Icinga ``check_sip`` (User-Agent
+#: ``check_sip 1.01``), SIPp and the like are answered like any client.
+SCANNER_AGENTS: tuple[str, ...] = (
+    "friendly-scanner",  # SIPVicious svmap/svwar/svcrack's default User-Agent
+    "sipvicious",        # SIPVicious under its own name (newer versions, forks)
+    "sipcli",            # sipcli, a command-line brute-forcer ("sipcli/v1.8")
+    "sip-scan",          # sip-scan, a scanner of whole address ranges
+    "iwar",              # iWar, a war-dialler with a SIP mode
+    "sundayddr",         # "SundayDDR Worm", a scanner seen in attack traffic
+    "vaxsipuseragent",   # VaxSIPUserAgent: an SDK default, sent by toll-fraud bots
+    "cantcoco",          # "Cantcoco", a scanner seen in attack traffic
+    "pplsip",            # SIPPTS (Pepelux's toolkit) default
+    "sipptk",            # SIPPTS, older versions' default
+    "sip hacker",        # "SIP Hacker", an attack toolkit
+)
+_SCANNER_RE = re.compile(r"(?<![a-z0-9])(?:" + "|".join(re.escape(name) for name in SCANNER_AGENTS)
+                         + r")(?![a-z0-9])", re.IGNORECASE)
 
 # Bound on how many sources we track at once, so that a flood of spoofed
 # addresses cannot grow memory without limit.
@@ -22,10 +46,11 @@ MAX_TRACKED = 100_000
 
 
 def is_scanner(user_agent: str | None) -> bool:
+    """True when the User-Agent names a tool of SCANNER_AGENTS (as a word of
+    its own: "sipcli/v1.8" does, a softphone called "MySipClient" does not)."""
     if not user_agent:
         return False
-    agent = user_agent.lower()
-    return any(name in agent for name in SCANNER_AGENTS)
+    return _SCANNER_RE.search(user_agent) is not None
 
 
 class FailureCounter:

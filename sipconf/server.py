@@ -38,6 +38,7 @@ from .sip.transaction import (AckReceived, AckTimeout, ClientTimeout, Destinatio
 from .sip.uri import parse_name_addr
 from .transport import SipTransport
 from .trunk_registration import Registration, TrunkRegistrations
+from .wording import plural
 
 log = logging.getLogger("sipconf.server")
 
@@ -163,7 +164,8 @@ class SipServer:
                                      in_use=[call.rtp_port for call in self.calls.values()])
         for item in restart:
             log.warning("configuration reload: %s changed; it needs a restart (keeping the running value)", item)
-        log.info("configuration reloaded: %s; %d call(s) up keep their settings", config.summary(), len(self.calls))
+        log.info("configuration reloaded: %s; %s", config.summary(),
+                 plural(len(self.calls), "call up keeps its settings", "calls up keep their settings"))
         return restart
 
     async def _run_timers(self) -> None:
@@ -426,7 +428,8 @@ class SipServer:
         elif outcome.status != 200:
             self._respond(transaction, outcome.status)
         else:
-            log.info("register %s: %d contact(s) from %s:%d", aor, len(outcome.contacts), source.host, source.port)
+            log.info("register %s: %s from %s:%d", aor, plural(len(outcome.contacts), "contact"), source.host,
+                     source.port)
             self._respond(transaction, 200, headers=[("Contact", c) for c in outcome.contacts]
                           + [("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()))])
 

@@ -68,7 +68,7 @@ def test_demo_config():
     assert (c.sounds.join_beep_hz, c.sounds.join_beep_ms) == (1000, 250)
     assert (c.security.auth_failures, c.security.pin_failures, c.security.window, c.security.ban) == (5, 10, 600, 900)
     assert c.summary() == (
-        "office.local: 2 extensions, 1 rooms (2 conferences), 1 trunks, receptionist on +33140000000; "
+        "office.local: 2 extensions, 1 room (2 conferences), 1 trunk, receptionist on +33140000000; "
         "SIP 127.0.0.1:5060, RTP 20000-20999"
     )
 

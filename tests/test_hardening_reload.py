@@ -60,7 +60,7 @@ def test_sighup_adds_room_and_extension_keeps_calls_and_refuses_invalid_file(mak
         config_path.write_text(ADDED)
         hup_and_wait(server, "configuration reloaded")
         log = server.log()
-        assert "1 call(s) up keep their settings" in log
+        assert "1 call up keeps its settings" in log
         # --sip-port / --rtp-ports were applied again, so nothing "needs a restart".
         assert "needs a restart" not in log
 

@@ -383,7 +383,11 @@ def _parse(data: bytes) -> Message:
     data = data.lstrip(b"\r\n")
     bounds = _find_blank_line(data)
     if bounds is None:
-        raise SipParseError("no empty line after headers")
+        # Only a datagram gets here (the stream framer cuts at the empty
+        # line): it is a whole message, so one that stops after its last
+        # header -- as some monitoring probes' OPTIONS do (check_sip ports) --
+        # is read as headers without a body (Content-Length still checked).
+        bounds = len(data.rstrip(b"\r\n")), len(data)
     head_end, body_start = bounds
     start_line, fields = _split_head(data[:head_end].decode("utf-8", "surrogateescape"))
     headers = Headers()
