@@ -108,6 +108,7 @@ class TlsListener:
         self.handshakes_refused = 0
         self._pending: dict[str, int] = {}
         self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task] = set()
         self._logged: dict[tuple[str, str], float] = {}
 
     @property
@@ -115,8 +116,9 @@ class TlsListener:
         return self.config.port
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.bind, self.config.port,
-                                                  reuse_address=True, limit=256 * 1024)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _TlsConnection(self), self.bind, self.config.port,
+                                                reuse_address=True)
 
     def close(self) -> None:
         if self._server is not None:
@@ -137,35 +139,25 @@ class TlsListener:
         self.config = TlsConfig(self.config.port, config.cert, config.key, config.handshake_timeout)
         log.info("TLS certificate reloaded from %s for new connections", config.cert)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        host = peer[0]
+    def _admit(self, host: str) -> bool:
+        """A new connection may start its handshake (limits like TCP's)."""
         pending = self._pending
         if sum(pending.values()) >= MAX_HANDSHAKES or pending.get(host, 0) >= MAX_HANDSHAKES_PER_SOURCE:
             self.handshakes_refused += 1
             self._log_once(host, "limit", "TLS connection from %s refused: too many handshakes in progress", host)
-            writer.close()
-            return
+            return False
         pending[host] = pending.get(host, 0) + 1
-        timeout = self.config.handshake_timeout
-        try:
-            # A client that connects and says nothing, or speaks slowly, is cut
-            # at the timeout; garbage instead of a ClientHello fails at once.
-            await asyncio.wait_for(writer.start_tls(self.context, ssl_handshake_timeout=timeout), timeout + 1)
-        except (asyncio.TimeoutError, ssl.SSLError, ConnectionError, OSError) as error:
+        return True
+
+    def _handshake_over(self, host: str, error: str | None, port: int) -> None:
+        left = self._pending.get(host, 1) - 1
+        if left:
+            self._pending[host] = left
+        else:
+            self._pending.pop(host, None)
+        if error is not None:
             self.handshake_failures += 1
-            self._log_once(host, "handshake", "TLS handshake with %s:%s failed: %s", host, peer[1],
-                           type(error).__name__ if isinstance(error, asyncio.TimeoutError) else error)
-            writer.transport.abort()
-            return
-        finally:
-            left = pending.get(host, 1) - 1
-            if left:
-                pending[host] = left
-            else:
-                pending.pop(host, None)
-        # From here it is a SIP stream like TCP: same framing, limits and parser.
-        await self.transport._serve_connection(reader, writer, "TLS")
+            self._log_once(host, "handshake", "TLS handshake with %s:%s failed: %s", host, port, error)
 
     def _log_once(self, host: str, kind: str, message: str, *args) -> None:
         now = time.monotonic()
@@ -175,3 +167,137 @@ class TlsListener:
             self._logged[(host, kind)] = now
             log.warning(message, *args)
 
+
+
+
+class _TlsConnection(asyncio.Protocol):
+    """One connection on the TLS port, TLS done with ssl.MemoryBIO on the
+    loop's plain TCP transport (the same on asyncio and uvloop, whose
+    start_tls lost early ClientHellos and the peer address). After the
+    handshake, the plaintext is fed to a StreamReader and the connection is
+    served by SipTransport exactly like a TCP one."""
+
+    def __init__(self, listener: TlsListener) -> None:
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple = ("?", 0)
+        self.handshaking = True
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        self.peer = (peer[0], peer[1])
+        if not self.listener._admit(self.peer[0]):
+            self.handshaking = False
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.ssl = self.listener.context.wrap_bio(self._in, self._out, server_side=True)
+        loop = asyncio.get_running_loop()
+        self.reader = asyncio.StreamReader(limit=256 * 1024, loop=loop)
+        self.reader.set_transport(transport)  # back-pressure: pauses reading the socket
+        # A client that connects and says nothing, or speaks slowly, is cut here.
+        self._timer = loop.call_later(self.listener.config.handshake_timeout, self._fail, "timeout")
+
+    def _fail(self, error: str) -> None:
+        if self.handshaking:
+            self.handshaking = False
+            if self._timer is not None:
+                self._timer.cancel()
+            self.listener._handshake_over(self.peer[0], error, self.peer[1])
+        if self.transport is not None:
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self._in.write(data)
+        if self.handshaking:
+            try:
+                self.ssl.do_handshake()
+            except ssl.SSLWantReadError:
+                self._flush()
+                return
+            except (ssl.SSLError, ValueError) as error:
+                self._flush()  # the alert, if any
+                self._fail(getattr(error, "reason", None) or str(error))
+                return
+            self.handshaking = False
+            self._timer.cancel()
+            self.listener._handshake_over(self.peer[0], None, self.peer[1])
+            task = asyncio.get_running_loop().create_task(
+                self.listener.transport._serve_connection(self.reader, _TlsWriter(self), "TLS"))
+            self.listener._tasks.add(task)
+            task.add_done_callback(self.listener._tasks.discard)
+        while True:
+            try:
+                chunk = self.ssl.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:  # close_notify
+                self.reader.feed_eof()
+                break
+            except ssl.SSLError:
+                self.reader.feed_eof()
+                self.transport.abort()
+                break
+            if not chunk:
+                self.reader.feed_eof()
+                break
+            self.reader.feed_data(chunk)
+        self._flush()  # TLS 1.3 session tickets, key updates
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.ssl.write(data)
+        except ssl.SSLError:
+            self.transport.abort()
+            return
+        self._flush()
+
+    def _flush(self) -> None:
+        data = self._out.read()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.handshaking:
+            self._fail("connection closed during the handshake")
+        elif hasattr(self, "reader"):
+            self.reader.feed_eof()
+
+    def pause_writing(self) -> None:  # a slow reader: SIP messages are small, the kernel buffers them
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+
+class _TlsWriter:
+    """What SipTransport needs of a StreamWriter, over a _TlsConnection."""
+
+    def __init__(self, connection: _TlsConnection) -> None:
+        self._connection = connection
+
+    def get_extra_info(self, name: str, default=None):
+        if name == "peername":
+            return self._connection.peer
+        return self._connection.transport.get_extra_info(name, default)
+
+    def write(self, data: bytes) -> None:
+        self._connection.write(data)
+
+    def is_closing(self) -> bool:
+        return self._connection.transport.is_closing()
+
+    def close(self) -> None:
+        connection = self._connection
+        if not connection.transport.is_closing():
+            try:
+                connection.ssl.unwrap()  # close_notify
+            except (ssl.SSLError, ValueError):
+                pass
+            connection._flush()
+            connection.transport.close()
