@@ -38,7 +38,8 @@ def write_tone(path, hz: float, seconds: float) -> None:
 class Baresip:
     """baresip on a pty so its keypad (stdio module) can be typed on."""
 
-    def __init__(self, directory, server_port: int, user: str, password: str) -> None:
+    def __init__(self, directory, server_port: int, user: str, password: str, *,
+                 uri_params: str = "", account_params: str = "", config: str = "", modules: str = "") -> None:
         sip_port = free_port()
         rtp_low, rtp_high = free_rtp_range(20)
         write_tone(directory / "tone.wav", TONE_HZ, 60)
@@ -50,10 +51,10 @@ class Baresip:
             "audio_alert aufile,/dev/null\n"
             f"rtp_ports {rtp_low}-{rtp_high}\n"
             "module_path /usr/lib/baresip/modules\n"
-            "module g711.so\nmodule aufile.so\nmodule stdio.so\n"
-            "module_app account.so\nmodule_app menu.so\n")
+            "module g711.so\nmodule aufile.so\nmodule stdio.so\n" + modules +
+            "module_app account.so\nmodule_app menu.so\n" + config)
         (directory / "accounts").write_text(
-            f"<sip:{user}@127.0.0.1:{server_port}>;auth_pass={password};regint=600\n")
+            f"<sip:{user}@127.0.0.1:{server_port}{uri_params}>;auth_pass={password};regint=600{account_params}\n")
         self.master, slave = pty.openpty()
         self.output = b""
         self.process = subprocess.Popen([BARESIP, "-f", str(directory), "-t", "60"],
