@@ -140,6 +140,21 @@ def test_register_and_srtp_conference_over_tls(secure_server):
         assert b.tone_level(TONES["101"], seconds=1.0) > 1500, "b lost a after the rekey"
         assert a.tone_level(TONES["102"], seconds=1.0) > 1500, "a lost b after the rekey"
         assert "SRTP rekeyed" in secure_server.log()
+
+        # an offerless re-INVITE: our offer keeps the call's SRTP and our key
+        key = re.search(r"inline:(\S+)", a.answer_sdp["raw"]).group(1)
+        assert a.reinvite("sendrecv", sdp=b"").status == 200
+        assert "RTP/SAVP" in a.answer_sdp["raw"] and re.search(r"inline:(\S+)", a.answer_sdp["raw"]).group(1) == key
+        time.sleep(1.0)
+        assert b.tone_level(TONES["101"], seconds=0.8) > 1500, "b lost a after the offerless re-INVITE"
+
+        # a plain RTP re-offer (policy "optional") turns SRTP off for the call
+        a.srtp = False
+        assert a.reinvite("sendrecv").status == 200
+        assert "RTP/AVP" in a.answer_sdp["raw"] and "a=crypto" not in a.answer_sdp["raw"]
+        time.sleep(1.5)
+        assert b.tone_level(TONES["101"], seconds=1.0) > 1500, "b lost a after SRTP off"
+        assert a.tone_level(TONES["102"], seconds=1.0) > 1500, "a lost b after SRTP off"
     finally:
         a.close()
         b.close()
