@@ -223,6 +223,15 @@ class SecurePhone(TestPhone):
         packet[20] ^= 0x01
         self.rtp_sock.sendto(bytes(packet), self.remote_rtp)
 
+    def send_rtcp(self, *, valid: bool = True) -> None:
+        """One SRTCP receiver report (RTCP RR, no blocks) to the server's RTCP
+        port; ``valid=False`` flips a byte after protection."""
+        with self._tx_lock:
+            packet = bytearray(self._tx_session.protect_rtcp(struct.pack("!BBHI", 0x80, 201, 1, self.ssrc)))
+        if not valid:
+            packet[5] ^= 0x01
+        self.rtp_sock.sendto(bytes(packet), (self.remote_rtp[0], self.remote_rtp[1] + 1))
+
     def send_raw_rtp(self, data: bytes) -> None:
         """Any datagram to the server's RTP port, as is (e.g. truncated SRTP)."""
         self.rtp_sock.sendto(data, self.remote_rtp)

@@ -124,6 +124,14 @@ def test_register_and_srtp_conference_over_tls(secure_server):
         time.sleep(0.5)
         assert b.tone_level(TONES["101"], seconds=0.5) > 1500
 
+        # SRTCP: a valid report is accepted, a tampered one dropped and counted
+        rtcp_dropped = metric(secure_server, "sipconf_srtcp_dropped_total")
+        a.send_rtcp()
+        a.send_rtcp(valid=False)
+        assert wait_until(lambda: metric(secure_server, "sipconf_srtcp_dropped_total") == rtcp_dropped + 1, 3)
+        time.sleep(0.3)
+        assert metric(secure_server, "sipconf_srtcp_dropped_total") == rtcp_dropped + 1
+
         # a replayed packet (a valid one sent twice) is dropped too
         dropped = metric(secure_server, "sipconf_srtp_dropped_total")
         packet = a.protect(bytes([0x80, a.answer_te_pt]) + (1234).to_bytes(2, "big")
