@@ -378,15 +378,18 @@ class SipServer:
     def _options(self, transaction: ServerTransaction) -> None:
         self._respond(transaction, 200, headers=[
             ("Allow", ALLOW), ("Accept", "application/sdp, application/dtmf-relay, application/dtmf"),
-            ("Supported", ""), ("Contact", self._contact(transaction.source)),
+            ("Supported", ""), ("Contact", self._contact(transaction.source, transaction.request.uri)),
         ])
 
-    def _contact(self, peer: Destination) -> str:
+    def _contact(self, peer: Destination, request_uri: str = "") -> str:
         server = self.config.server
         transport = {"TCP": ";transport=tcp", "TLS": ";transport=tls"}.get(peer.transport, "")
         host = server.advertised_address
         if ":" in host:
             host = f"[{host}]"
+        if peer.transport == "TLS" and request_uri[:5].lower() == "sips:":
+            # RFC 3261 8.1.1.8 / 12.1.1: a sips: request is answered with a sips: Contact
+            return f"<sips:sipconf@{host}:{self._local_port(peer)}>"
         return f"<sip:sipconf@{host}:{self._local_port(peer)}{transport}>"
 
     def _local_port(self, peer: Destination) -> int:
@@ -528,7 +531,7 @@ class SipServer:
         delay = self.config.server.answer_delay_ms / 1000
         if delay > 0:
             self._respond(transaction, 180, to_tag=call.dialog.local_tag,
-                          headers=[("Contact", self._contact(call.peer))])
+                          headers=[("Contact", self._contact(call.peer, transaction.request.uri))])
             asyncio.get_running_loop().call_later(delay, self._answer_if_ringing, transaction, call, offer)
         else:
             self._answer(transaction, call, offer)
@@ -574,7 +577,7 @@ class SipServer:
         body = build_answer(offer, call.selection, address=self.config.server.advertised_address,
                             port=call.rtp_port, session_id=call.sdp_session_id, version=call.sdp_version,
                             crypto=self.secure.crypto(call))
-        headers = [("Contact", self._contact(call.peer)), ("Allow", ALLOW), ("Supported", "")]
+        headers = [("Contact", self._contact(call.peer, transaction.request.uri)), ("Allow", ALLOW), ("Supported", "")]
         headers += [("Record-Route", rr) for rr in transaction.request.headers.get_all("Record-Route")]
         call.state = CallState.ANSWERED
         self._respond(transaction, 200, to_tag=call.dialog.local_tag, headers=headers,
@@ -636,7 +639,8 @@ class SipServer:
         body = build_answer(offer, call.selection, address=self.config.server.advertised_address,
                             port=call.rtp_port, session_id=call.sdp_session_id, version=call.sdp_version,
                             crypto=self.secure.crypto(call))
-        self._respond(transaction, 200, headers=[("Contact", self._contact(call.peer)), ("Allow", ALLOW)],
+        self._respond(transaction, 200, headers=[("Contact", self._contact(call.peer, transaction.request.uri)),
+                                                 ("Allow", ALLOW)],
                       body=body, content_type="application/sdp")
 
     def _cancel(self, transaction: ServerTransaction) -> None:

@@ -189,7 +189,10 @@ def test_sips_uri_needs_tls(secure_server):
     try:
         assert over_tls.options("sips:office.local").status == 200
         assert over_udp.options("sips:office.local").status == 416
-        assert over_tls.call("800", uri="sips:800@office.local").status == 200
+        answer = over_tls.call("800", uri="sips:800@office.local")
+        assert answer.status == 200
+        assert answer.header("contact", "").startswith(f"<sips:sipconf@127.0.0.1:{secure_server.tls_port}>")
+        assert over_tls.options("sip:office.local").header("contact", "").endswith(";transport=tls>")
     finally:
         over_tls.close()
         over_udp.close()
