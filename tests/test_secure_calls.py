@@ -299,6 +299,15 @@ def test_bad_tls_clients_are_dropped_and_calls_go_on(secure_server):
             except (ConnectionError, socket.timeout):
                 pass
         assert wait_until(lambda: metric(secure_server, "sipconf_tls_handshake_failures_total") >= failures + 3, 3)
+        # handshakes in progress are bounded per source (16): the 17th and later are refused at once
+        refused = metric(secure_server, "sipconf_tls_handshakes_refused_total")
+        crowd = [socket.create_connection(("127.0.0.1", secure_server.tls_port), timeout=3) for _ in range(20)]
+        try:
+            assert wait_until(lambda: metric(secure_server, "sipconf_tls_handshakes_refused_total")
+                              >= refused + 4, 3)
+        finally:
+            for sock in crowd:
+                sock.close()
         time.sleep(1.0)
         assert b.tone_level(TONES["101"], seconds=0.8) > 1500, "a good call suffered"
         assert a.options().status == 200  # the good TLS connection is still up
