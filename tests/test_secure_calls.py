@@ -15,6 +15,7 @@ import urllib.request
 import warnings
 
 import pytest
+from pylibsrtp import Policy, Session
 
 from phone import TestPhone
 from secure_phone import SecurePhone, client_context, make_certificate
@@ -308,6 +309,17 @@ def test_bad_tls_clients_are_dropped_and_calls_go_on(secure_server):
         finally:
             for sock in crowd:
                 sock.close()
+        # a phone whose SRTP key is not the one it offered: all its packets dropped, counted
+        wrong = secure_phone(secure_server, "102")
+        try:
+            assert wrong.call("800").status == 200
+            dropped = metric(secure_server, "sipconf_srtp_dropped_total")
+            with wrong._tx_lock:
+                wrong._tx_session = Session(Policy(key=os.urandom(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+            wrong.send_tone(300)
+            assert wait_until(lambda: metric(secure_server, "sipconf_srtp_dropped_total") >= dropped + 25, 3)
+        finally:
+            wrong.close()
         time.sleep(1.0)
         assert b.tone_level(TONES["101"], seconds=0.8) > 1500, "a good call suffered"
         assert a.options().status == 200  # the good TLS connection is still up
