@@ -891,6 +891,9 @@ def with_overrides(
     server = dataclasses.replace(config.server, **changes)
     clash_where = "--sip-port" if "sip_port" in changes else ("--rtp-ports" if "rtp_port_min" in changes else "[server] sip_port")
     clashes = _server_port_clashes(server, clash_where, "[server] metrics_port")
+    tls = config.tls
+    if tls is not None and (tls.port == server.sip_port or server.rtp_port_min <= tls.port <= server.rtp_port_max):
+        clashes.append(f"{clash_where}: clashes with [tls] port {tls.port}")
     if clashes:
         raise ConfigError(clashes)
     return dataclasses.replace(config, server=server)

@@ -90,3 +90,14 @@ def test_srtp_policy_values():
                            "trunks": [{"name": "p", "allow": ["127.0.0.2/32"]}]})
     assert config.extensions[0].srtp == "required" and config.trunks[0].srtp == "optional"
     assert config.tls is None
+
+
+def test_command_line_port_clashing_with_tls_is_refused(tmp_path):
+    from sipconf.config import with_overrides
+    cert, key = make_certificate(tmp_path)
+    config = parse_config({"tls": {"port": 5061, "cert": cert, "key": key}})
+    with pytest.raises(ConfigError, match=r"--sip-port: clashes with \[tls\] port 5061"):
+        with_overrides(config, sip_port=5061)
+    with pytest.raises(ConfigError, match=r"--rtp-ports: clashes with \[tls\] port 5061"):
+        with_overrides(config, rtp_ports="5000-5100")
+    assert with_overrides(config, sip_port=5070).server.sip_port == 5070
