@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 import os
 import re
 from dataclasses import dataclass
@@ -18,8 +17,6 @@ from dataclasses import dataclass
 from mixer.srtp import SUITES, key_length
 
 from .sdp import AudioSelection, MediaDescription, NoCommonCodec, SdpError, SessionDescription, select_audio
-
-log = logging.getLogger("sipconf.sdes")
 
 #: per-extension / per-trunk ``srtp`` values (SPEC 11)
 POLICIES = ("optional", "required", "off")

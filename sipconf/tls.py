@@ -168,8 +168,6 @@ class TlsListener:
             log.warning(message, *args)
 
 
-
-
 class _TlsConnection(asyncio.Protocol):
     """One connection on the TLS port, TLS done with ssl.MemoryBIO on the
     loop's plain TCP transport (the same on asyncio and uvloop, whose
