@@ -454,7 +454,8 @@ class SipServer:
         elif outcome.status != 200:
             self._respond(transaction, outcome.status)
         else:
-            log.info("register %s: %d contact(s) from %s:%d", aor, len(outcome.contacts), source.host, source.port)
+            log.info("register %s: %d contact(s) from %s:%d over %s", aor, len(outcome.contacts), source.host,
+                     source.port, source.transport)
             self._respond(transaction, 200, headers=[("Contact", c) for c in outcome.contacts]
                           + [("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()))])
 

@@ -100,6 +100,8 @@ def test_register_and_srtp_conference_over_tls(secure_server):
     try:
         assert a.register().status == 200
         assert b.register().status == 200
+        # the registration remembers its transport and connection (the phone's TLS source port)
+        assert f"register 101: 1 contact(s) from 127.0.0.1:{a._tls_local[1]} over TLS" in secure_server.log()
         before = joined(secure_server)
         join(a, TONES["101"])
         assert a.answer_sdp["raw"].count("RTP/SAVP") == 1 and a.srtp_suite == "AES_CM_128_HMAC_SHA1_80"
