@@ -86,6 +86,7 @@ class RtpEndpoint:
         "payload_type", "telephone_event_pt", "remote", "_dest", "_latched", "_latched_at", "_audio_ssrc",
         "_variants", "jitter", "dtmf", "_sender", "_ts0", "_first_tick", "_last_rx", "_timed_out",
         "_prompt", "_prompt_pos", "_prompt_done", "dropped", "_fd", "_rtcp_junk_logged",
+        "_sendto", "srtp",  # SRTP hook: mixer/srtp.py replaces _recv_into/_sendto once per call
     )
 
     def __init__(self, engine: "MediaEngine", rtp: socket.socket, rtcp: socket.socket, *, codec: str,
@@ -98,6 +99,8 @@ class RtpEndpoint:
         self._rxbuf = engine._rxbuf  # shared: every datagram is handled as soon as it is read
         self._rxmv = engine._rxmv
         self._recv_into = rtp.recvfrom_into
+        self._sendto = rtp.sendto  # SRTP hook: SrtpStream.attach swaps both bound functions
+        self.srtp = None  # mixer.srtp.SrtpStream when the call uses SRTP
         self.on_digit = on_digit
         self.on_timeout = on_timeout
         self.rtp_timeout = rtp_timeout
@@ -587,7 +590,7 @@ class MediaEngine:
             if dest is None or ep.on_hold:
                 unsent.append(row)
             else:
-                sends.append((ep._sock.sendto, views[row], dest))
+                sends.append((ep._sendto, views[row], dest))  # SRTP hook: protects when set
         self._sends = sends
         self._unsent = unsent
         self._sends_dirty = False

@@ -13,7 +13,11 @@ Library use (scripts/loadtest, tests): ``read_pcap_rtp``, ``speech_alaw``,
 speech of SIPp's g711a.pcap as raw A-law (SIPp ``rtp_stream`` input);
 ``rtpgen.py --follow ports.log --seconds S --out report.json`` streams to
 every call that room_join_rtpgen.xml logs ("join <port>" .. "bye <port>");
-``--ports P ...`` streams to fixed server ports.
+``--ports P ...`` streams to fixed server ports. ``--srtp`` (with
+scripts/sipp/room_join_rtpgen_srtp.xml): SRTP, AES_CM_128_HMAC_SHA1_80,
+protected with the scenario's fixed offer key (``SRTP_OFFER_KEY``) and
+unprotected with each call's answer key ("join <port> <key>"); packets that
+fail to unprotect are counted as ``srtp_failures``, not as received.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from pathlib import Path
 SIPP_PCAPS = Path("/usr/share/sip-tester")
 G711A_PCAP = SIPP_PCAPS / "g711a.pcap"
 FRAME = 160  # samples (and bytes) of 20 ms of G.711
-_LINK_HEADER = {0: 4, 1: 14, 113: 16}  # pcap linktype -> layer-2 header size (null, Ethernet, Linux SLL)
+_LINK_HEADER = {0: 4, 1: 14, 113: 16}
+#: the SDES key of room_join_rtpgen_srtp.xml's offers (base64 in the scenario)
+SRTP_OFFER_KEY = b"sipconf-loadtest-srtp-key-0123"  # pcap linktype -> layer-2 header size (null, Ethernet, Linux SLL)
 
 
 def read_pcap_rtp(path: str | os.PathLike) -> list[tuple[float, bytes]]:
@@ -68,6 +74,13 @@ def speech_alaw(path: str | os.PathLike = G711A_PCAP) -> bytes:
     return bytes(payload)
 
 
+def _srtp_session(key: bytes, *, outbound: bool):
+    from pylibsrtp import Policy, Session
+    policy = Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND if outbound else Policy.SSRC_ANY_INBOUND,
+                    srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80)
+    return Session(policy)
+
+
 def frames_of(audio: bytes) -> list[bytes]:
     n = len(audio) // FRAME
     return [audio[i * FRAME:(i + 1) * FRAME] for i in range(n)]
@@ -92,8 +105,13 @@ class RtpGenerator:
     """
 
     def __init__(self, host: str = "127.0.0.1", *, audio: bytes | None = None, payload_type: int = 8,
-                 bind: str = "127.0.0.1", start_delay: float = 1.2) -> None:
+                 bind: str = "127.0.0.1", start_delay: float = 1.2, srtp: bool = False) -> None:
         self.host = host
+        # SRTP: one outbound session (one stream per call's SSRC), one inbound per call
+        self.srtp = srtp
+        self._srtp_tx = _srtp_session(SRTP_OFFER_KEY, outbound=True) if srtp else None
+        self._srtp_rx: dict[int, object] = {}  # server port -> inbound session
+        self.srtp_failures = 0
         frames = frames_of(audio if audio is not None else speech_alaw())
         if not frames:
             raise ValueError("no audio")
@@ -125,7 +143,11 @@ class RtpGenerator:
         if self._log is not None:
             self._log.close()
 
-    def add(self, port: int, delay: float | None = None) -> None:
+    def add(self, port: int, delay: float | None = None, key: bytes | None = None) -> None:
+        if self.srtp:
+            if key is None:
+                raise ValueError(f"SRTP: no key for port {port}")
+            self._srtp_rx[port] = _srtp_session(key, outbound=False)
         self._pending.append((time.monotonic() + (self.start_delay if delay is None else delay), port))
 
     def remove(self, port: int) -> None:
@@ -149,7 +171,10 @@ class RtpGenerator:
         self._log_tail = lines.pop()
         for line in lines:
             words = line.split()
-            if len(words) >= 2 and words[-1].isdigit():
+            if self.srtp and len(words) >= 3 and words[-3] == b"join" and words[-2].isdigit():
+                import base64
+                self.add(int(words[-2]), key=base64.b64decode(words[-1]))
+            elif len(words) >= 2 and words[-1].isdigit():
                 if words[-2] == b"join":
                     self.add(int(words[-1]))
                 elif words[-2] == b"bye":
@@ -186,6 +211,9 @@ class RtpGenerator:
         cpu_before = time.process_time()
         dests: list[tuple[tuple[str, int], bytes]] = []
         changed = True
+        srtp = self.srtp
+        protect = self._srtp_tx.protect if srtp else None
+        rx_sessions = self._srtp_rx
         try:
             while True:
                 due = start + r * 0.02
@@ -206,11 +234,18 @@ class RtpGenerator:
                         got = 0
                         while True:
                             try:
-                                _, addr = recv_into(rxbuf)
+                                n, addr = recv_into(rxbuf)
                             except (BlockingIOError, InterruptedError):
                                 break
                             except OSError:
                                 break
+                            if srtp:
+                                session = rx_sessions.get(addr[1])
+                                try:
+                                    session.unprotect(bytes(rxbuf[:n]))
+                                except Exception:  # pylibsrtp.Error, or no session for that port
+                                    self.srtp_failures += 1
+                                    continue
                             got += 1
                             b = bins.get(addr[1])
                             if b is None:
@@ -252,7 +287,7 @@ class RtpGenerator:
                     for dest, ssrc in dests:
                         pkt[8:12] = ssrc
                         try:
-                            sendto(pkt, dest)
+                            sendto(protect(bytes(pkt)) if srtp else pkt, dest)
                         except OSError:
                             errors += 1
                     n = len(dests) - errors
@@ -271,7 +306,8 @@ class RtpGenerator:
     def report(self) -> dict:
         return {"t0": self.t0, "local": list(self.local), "sent": self.sent, "received": self.received,
                 "send_errors": self.send_errors, "late_rounds": self.late_rounds,
-                "max_round_late": self.max_round_late, "cpu_bins": self.cpu_bins, "sent_bins": self.sent_bins,
+                "max_round_late": self.max_round_late, "srtp": self.srtp, "srtp_failures": self.srtp_failures,
+                "cpu_bins": self.cpu_bins, "sent_bins": self.sent_bins,
                 "bins": {str(k): v for k, v in self.bins.items()},
                 "joined": {str(k): v for k, v in self.joined.items()},
                 "ended": {str(k): v for k, v in self.ended.items()}}
@@ -287,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="stop after this long (max 3600)")
     parser.add_argument("--start-delay", type=float, default=1.2,
                         help="seconds from 'join' to the first packet (the server relatches after 1 s)")
+    parser.add_argument("--srtp", action="store_true",
+                        help="SRTP (SDES keys: the scenario's offer key out, 'join <port> <key>' in)")
     parser.add_argument("--out", metavar="FILE", help="write the JSON report here (default: stdout)")
     args = parser.parse_args(argv)
     if args.write_alaw:
@@ -294,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.follow and not args.ports:
         parser.error("--follow, --ports or --write-alaw")
-    gen = RtpGenerator(args.host, bind=args.bind, start_delay=args.start_delay)
+    if args.srtp and args.ports:
+        parser.error("--srtp needs --follow (each call's key comes from the log)")
+    gen = RtpGenerator(args.host, bind=args.bind, start_delay=args.start_delay, srtp=args.srtp)
     stop = {"now": False}
 
     def on_signal(*_):

@@ -60,6 +60,8 @@ class Call:
     digits: DigitCollector | None = None
     task: asyncio.Task | None = None
     end_reason: str | None = None
+    srtp_policy: str = "optional"      # SPEC 11, of the extension or trunk calling (sipconf.secure_calls)
+    srtp_keys: object = None           # sipconf.sdes.SrtpKeys when the call uses SRTP
     _joined_room: RoomConfig | None = field(default=None, repr=False)
 
     # -- events from the server -----------------------------------------------------

@@ -22,6 +22,7 @@ from functools import cached_property
 from typing import Any, Callable
 
 from .netaddr import is_wildcard
+from .tls import DEFAULT_HANDSHAKE_TIMEOUT, TlsConfig, tls_file_problems
 from .wording import plural
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "SecurityConfig",
     "ServerConfig",
     "SoundsConfig",
+    "SRTP_POLICIES",
+    "TlsConfig",
     "TrunkConfig",
     "TrunkRegistration",
     "demo_config",
@@ -104,6 +107,8 @@ ban = 900                   # ... refuse that source / caller for this many seco
 #: Digest algorithms a config may name, canonical spelling (see sipconf.digest).
 DIGEST_ALGORITHMS: tuple[str, ...] = ("MD5", "SHA-256", "SHA-512-256")
 LANGUAGES: tuple[str, ...] = ("fr", "en")
+#: ``srtp`` of an extension or a trunk (SPEC 11); same as sipconf.sdes.POLICIES
+SRTP_POLICIES: tuple[str, ...] = ("optional", "required", "off")
 _DIGITS = frozenset("0123456789")
 _NUMBER_RE = re.compile(r"\+?[0-9][0-9 ]*")
 _HOSTNAME_RE = re.compile(r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
@@ -176,6 +181,7 @@ class ExtensionConfig:
     number: str
     password: str
     name: str = ""
+    srtp: str = "optional"  # SPEC 11: "optional" | "required" | "off"
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,7 @@ class TrunkConfig:
     name: str
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     register: TrunkRegistration | None = None
+    srtp: str = "optional"  # SPEC 11: "optional" | "required" | "off"
 
     def allows(self, ip: str) -> bool:
         addr = _parse_ip(ip)
@@ -233,6 +240,7 @@ class Config:
     rooms: tuple[RoomConfig, ...] = ()
     sounds: SoundsConfig = field(default_factory=SoundsConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    tls: TlsConfig | None = None  # [tls]: absent table, no TLS listener
 
     def summary(self) -> str:
         """One line for ``check-config`` and the startup log."""
@@ -252,7 +260,8 @@ class Config:
         return (
             f"{s.domain}: {plural(len(self.extensions), 'extension')}, {plural(len(self.rooms), 'room')} "
             f"({plural(conferences, 'conference')}), {trunks}, {receptionist}; "
-            f"SIP {host}:{s.sip_port}, RTP {s.rtp_port_min}-{s.rtp_port_max}"
+            f"SIP {host}:{s.sip_port}" + (f", TLS {host}:{self.tls.port}" if self.tls else "")
+            + f", RTP {s.rtp_port_min}-{s.rtp_port_max}"
             + "".join(f"; WARNING: {warning}" for warning in self.routing_warnings())
         )
 
@@ -476,6 +485,7 @@ class _Parser:
         "rooms": "array",
         "sounds": "table",
         "security": "table",
+        "tls": "table",
     }
 
     def __init__(self) -> None:
@@ -575,9 +585,10 @@ class _Parser:
         rooms = tuple(r for i, d in self.array(data, "rooms") if (r := self.room(i, d)) is not None)
         sounds = self.sounds(self.table(data, "sounds"))
         security = self.security(self.table(data, "security"))
+        tls = self.tls(self.table(data, "tls"), server) if "tls" in data else None
         if self.problems:
             raise ConfigError(self.problems)
-        return Config(server, receptionist, extensions, trunks, rooms, sounds, security)
+        return Config(server, receptionist, extensions, trunks, rooms, sounds, security, tls)
 
     def server(self, data: dict[str, Any] | None) -> ServerConfig:
         d = ServerConfig()
@@ -665,7 +676,7 @@ class _Parser:
 
     def extension(self, index: int, data: dict[str, Any]) -> ExtensionConfig | None:
         where = f"[[extensions]] #{index}"
-        t = _Table(self.problems, where, data, ("number", "password", "name"))
+        t = _Table(self.problems, where, data, ("number", "password", "name", "srtp"))
         number = self.digits(t, "number", t.string("number", None, required='digits, e.g. "101"'))
         if number is not None:
             self.claim(t, "number", number, where)
@@ -674,9 +685,10 @@ class _Parser:
             t.problem("password", "must not be empty")
             password = None
         name = t.string("name", "") or ""
+        srtp = self.srtp_policy(t)
         if number is None or password is None:
             return None
-        return ExtensionConfig(number, password, name)
+        return ExtensionConfig(number, password, name, srtp)
 
     def trunks(self, items: list[tuple[int, dict[str, Any]]]) -> tuple[TrunkConfig, ...]:
         out = []
@@ -684,7 +696,7 @@ class _Parser:
         for index, data in items:
             name = data.get("name")
             label = f"[[trunks]] #{index}" + (f" ({name})" if isinstance(name, str) and name else "")
-            t = _Table(self.problems, label, data, ("name", "allow", "register"))
+            t = _Table(self.problems, label, data, ("name", "allow", "register", "srtp"))
             name = t.string("name", None, required='a label, e.g. "provider"')
             if name is not None:
                 if not name.strip():
@@ -710,8 +722,9 @@ class _Parser:
             if allow_ok and not allow and not t.has("register"):
                 t.problem("allow", "is required: the trusted source addresses of the trunk, e.g. [\"192.0.2.10/32\"]"
                           " (or give a [trunks.register] table)")
+            srtp = self.srtp_policy(t)
             if name is not None:
-                out.append(TrunkConfig(name, tuple(allow), register))
+                out.append(TrunkConfig(name, tuple(allow), register, srtp))
         return tuple(out)
 
     def registration(self, trunk_label: str, value: Any) -> TrunkRegistration | None:
@@ -784,6 +797,33 @@ class _Parser:
         hz = t.integer("join_beep_hz", d.join_beep_hz, 100, 3999, what=" (below the 4 kHz Nyquist limit of 8 kHz audio)")
         ms = t.integer("join_beep_ms", d.join_beep_ms, 20, 2000, what=" milliseconds")
         return SoundsConfig(hz, ms)
+
+    def srtp_policy(self, t: _Table) -> str:
+        value = t.string("srtp", "optional")
+        if value is None or value.lower() not in SRTP_POLICIES:
+            if value is not None:
+                t.problem("srtp", f"must be \"optional\", \"required\" or \"off\", got {_show(value)}")
+            return "optional"
+        return value.lower()
+
+    def tls(self, data: dict[str, Any] | None, server: ServerConfig) -> TlsConfig | None:
+        if data is None:
+            return None
+        t = _Table(self.problems, "[tls]", data, ("port", "cert", "key", "handshake_timeout"))
+        port = t.integer("port", 5061, 1, 65535)
+        cert = t.string("cert", None, required="the PEM certificate file, e.g. \"/etc/sipconf/cert.pem\"")
+        key = t.string("key", None, required="the PEM private key file, e.g. \"/etc/sipconf/key.pem\"")
+        timeout = t.number("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT, what="a number of seconds > 0")
+        if port == server.sip_port:
+            t.problem("port", f"{port} is also [server] sip_port (SIP listens on TCP there)")
+        elif server.metrics_port and port == server.metrics_port:
+            t.problem("port", f"{port} is also [server] metrics_port")
+        elif server.rtp_port_min <= port <= server.rtp_port_max:
+            t.problem("port", f"{port} falls inside the RTP port range {server.rtp_port_min}-{server.rtp_port_max}")
+        if cert is None or key is None:
+            return None
+        self.problems.extend(tls_file_problems(cert, key))
+        return TlsConfig(port, cert, key, timeout)
 
     def security(self, data: dict[str, Any] | None) -> SecurityConfig:
         d = SecurityConfig()
@@ -880,6 +920,9 @@ def with_overrides(
     server = dataclasses.replace(config.server, **changes)
     clash_where = "--sip-port" if "sip_port" in changes else ("--rtp-ports" if "rtp_port_min" in changes else "[server] sip_port")
     clashes = _server_port_clashes(server, clash_where, "[server] metrics_port")
+    tls = config.tls
+    if tls is not None and (tls.port == server.sip_port or server.rtp_port_min <= tls.port <= server.rtp_port_max):
+        clashes.append(f"{clash_where}: clashes with [tls] port {tls.port}")
     if clashes:
         raise ConfigError(clashes)
     return dataclasses.replace(config, server=server)

@@ -29,6 +29,11 @@ class Metrics:
         gauge = Gauge(name, documentation, registry=self.registry)
         gauge.set_function(read)
 
+    def watch_counter(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """A counter read at scrape time (``name`` gets ``_total``), for counts
+        kept as plain ints on a hot path."""
+        self.registry.register(_ReadCounter(name, documentation, read))
+
     def collect_from(self, collector) -> None:
         self.registry.register(collector)
 
@@ -72,6 +77,16 @@ class Metrics:
 
 
 RECENT_TICKS = 250
+
+
+class _ReadCounter:
+    def __init__(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self._name, self._documentation, self._read = name, documentation, read
+
+    def collect(self):
+        family = CounterMetricFamily(self._name, self._documentation)
+        family.add_metric([], float(self._read()))
+        yield family
 
 
 class MediaStatsCollector:

@@ -39,8 +39,8 @@ _STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int, int]] = {
     8: ("PCMA", 8000, 1),
 }
 
-# Transports the bridge can answer today.  RTP/SAVP(F) need SRTP keys
-# (a=crypto), which are not implemented yet, so such lines are not usable.
+# Transports answered by default.  RTP/SAVP (SRTP, keys in a=crypto) is
+# usable when the caller passes ``protos`` (sipconf.sdes decides, per policy).
 _USABLE_PROTOS = ("RTP/AVP", "RTP/AVPF")
 
 _ANSWER_DIRECTION = {
@@ -316,16 +316,17 @@ def _telephone_event(media: MediaDescription) -> int | None:
     return None
 
 
-def _is_usable_audio(media: MediaDescription) -> bool:
+def _is_usable_audio(media: MediaDescription, protos: Sequence[str] = _USABLE_PROTOS) -> bool:
     return (
         media.media.lower() == "audio"
         and media.port != 0
-        and media.proto.upper() in _USABLE_PROTOS
+        and media.proto.upper() in protos
     )
 
 
 def select_audio(
-    offer: SessionDescription, supported: Sequence[str] = ("PCMU", "PCMA")
+    offer: SessionDescription, supported: Sequence[str] = ("PCMU", "PCMA"),
+    protos: Sequence[str] = _USABLE_PROTOS,
 ) -> AudioSelection:
     """Choose the stream and codec to answer with.
 
@@ -341,7 +342,7 @@ def select_audio(
     """
     wanted = {name.upper() for name in supported}
     for index, media in enumerate(offer.media):
-        if not _is_usable_audio(media):
+        if not _is_usable_audio(media, protos):
             continue
         for fmt in media.formats:
             found = _codec_of(media, fmt)
@@ -381,6 +382,7 @@ def build_answer(
     port: int,
     session_id: int,
     version: int,
+    crypto: str | None = None,
 ) -> bytes:
     """The SDP answer: one m= line per offered one, in order (RFC 3264 6).
 
@@ -415,6 +417,8 @@ def build_answer(
             # Echo the offered event list (RFC 4733 7.1.1), else DTMF 0-16.
             fmtp = media.fmtp.get(te) or _DEFAULT_TELEPHONE_EVENT_FMTP
             lines.append(f"a=fmtp:{te} {fmtp}")
+        if crypto is not None:
+            lines.append(f"a=crypto:{crypto}")  # SDES answer (sipconf.sdes)
         lines.append(f"a=ptime:{_ANSWER_PTIME_MS}")
         lines.append(f"a={answer_direction(selection.direction)}")
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")

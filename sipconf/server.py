@@ -8,6 +8,7 @@ a BYE (ours or the peer's): no half-open calls.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import logging
 import random
@@ -26,7 +27,9 @@ from .ports import RtpPortPool
 from .registrar import Registrar
 from .rooms import ConferenceDirectory
 from .routing import ReceptionistDestination, RoomDestination, Router
-from .sdp import NoCommonCodec, SdpError, build_answer, parse_sdp, select_audio
+from .sdp import NoCommonCodec, SdpError, build_answer, parse_sdp
+from .sdes import SrtpRefused
+from .secure_calls import SecureMedia
 from .limits import SourceLimits
 from .netaddr import bracket, is_wildcard, route_source, sdp_addrtype
 from .security import Security, is_scanner
@@ -36,6 +39,7 @@ from .sip.transaction import (AckReceived, AckTimeout, ClientTimeout, Destinatio
                               ResponseReceived, Send, ServerTransaction, State, TransactionLayer,
                               response_destination)
 from .sip.uri import parse_name_addr
+from .tls import TlsListener
 from .transport import SipTransport
 from .trunk_registration import Registration, TrunkRegistrations
 from .wording import plural
@@ -73,6 +77,8 @@ class SipServer:
         self.conferences: ConferenceDirectory | None = None
         self.calls: dict[str, Call] = {}
         self.transport = SipTransport(server.bind, server.sip_port, self.on_message)
+        self.tls: TlsListener | None = None  # [tls] (SPEC 11), opened in start()
+        self.secure = SecureMedia()          # SRTP policy, SDES and streams (SPEC 11)
         self._timer_task: asyncio.Task | None = None
         # Trunks with [trunks.register]: we REGISTER to the provider (issue #4).
         self.trunk_registrations = TrunkRegistrations(config, clock=clock, user_agent=USER_AGENT)
@@ -89,6 +95,9 @@ class SipServer:
         self.media.start()
         self.conferences = ConferenceDirectory(self.media.new_conference)
         await self.transport.start()
+        if self.config.tls is not None:
+            self.tls = TlsListener(self.transport, server.bind, self.config.tls)
+            await self.tls.start()
         self._timer_task = asyncio.get_running_loop().create_task(self._run_timers())
         if self.trunk_registrations:
             self._registration_task = asyncio.get_running_loop().create_task(
@@ -99,8 +108,22 @@ class SipServer:
         self.metrics.watch("sipconf_registrations", "Registered contacts", lambda: self.registrar.count(self.clock()))
         self.metrics.watch("sipconf_rtp_ports_free", "RTP ports free", lambda: self.ports.available)
         self.metrics.collect_from(MediaStatsCollector(lambda: self.media.stats if self.media else None))
+        self._watch_secure()
         await self.metrics.serve(server.bind, server.metrics_port, quiet_moment=self.media.after_tick)
-        log.info("sipconf listening on %s:%d (UDP, TCP); %s", bracket(server.bind), server.sip_port, self.config.summary())
+        log.info("sipconf listening on %s:%d (UDP, TCP)%s; %s", bracket(server.bind), server.sip_port,
+                 f", TLS on {self.tls.port}" if self.tls else "", self.config.summary())
+
+    def _watch_secure(self) -> None:
+        counters, m = self.secure.counters, self.metrics
+        m.watch_counter("sipconf_srtp_dropped", "SRTP packets dropped (authentication, replay, truncated)",
+                        lambda: counters.dropped)
+        m.watch_counter("sipconf_srtcp_dropped", "SRTCP packets dropped (authentication, replay, truncated)",
+                        lambda: counters.rtcp_dropped)
+        m.watch_counter("sipconf_srtp_calls", "Calls answered with SRTP", lambda: self.secure.calls_srtp)
+        m.watch_counter("sipconf_tls_handshake_failures", "TLS handshakes failed or timed out",
+                        lambda: self.tls.handshake_failures if self.tls else 0)
+        m.watch_counter("sipconf_tls_handshakes_refused", "TLS connections refused: too many handshakes",
+                        lambda: self.tls.handshakes_refused if self.tls else 0)
 
     async def shutdown(self) -> None:
         """BYE every call, give the BYEs a moment to be answered, then close."""
@@ -115,6 +138,8 @@ class SipServer:
             await asyncio.sleep(0.05)
         if self._timer_task is not None:
             self._timer_task.cancel()
+        if self.tls is not None:
+            self.tls.close()
         await self.transport.close()
         if self.media is not None:
             await self.media.close()
@@ -162,6 +187,10 @@ class SipServer:
         if (server.rtp_port_min, server.rtp_port_max) != (old_server.rtp_port_min, old_server.rtp_port_max):
             self.ports = RtpPortPool(server.rtp_port_min, server.rtp_port_max,
                                      in_use=[call.rtp_port for call in self.calls.values()])
+        if self.tls is not None and config.tls is not None:
+            self.tls.reload(config.tls)  # new certificate for new connections
+        elif (self.tls is None) != (config.tls is None):
+            restart.append("[tls]")
         for item in restart:
             log.warning("configuration reload: %s changed; it needs a restart (keeping the running value)", item)
         log.info("configuration reloaded: %s; %s", config.summary(),
@@ -308,6 +337,10 @@ class SipServer:
         if method not in ALLOWED_METHODS:
             self._respond(transaction, 405, headers=[("Allow", ALLOW)])
             return
+        if request.uri[:5].lower() == "sips:" and transaction.source.transport != "TLS" and method != "ACK":
+            # RFC 3261 26.2: a sips: URI promises TLS on every hop, which this one is not.
+            self._respond(transaction, 416, headers=[("Warning", '399 sipconf "sips: needs SIP over TLS"')])
+            return
         if method != "CANCEL":
             unsupported = [ext for ext in request.headers.get_all("Require")
                            if ext.strip().lower() not in SUPPORTED_EXTENSIONS]
@@ -348,7 +381,7 @@ class SipServer:
     def _options(self, transaction: ServerTransaction) -> None:
         self._respond(transaction, 200, headers=[
             ("Allow", ALLOW), ("Accept", "application/sdp, application/dtmf-relay, application/dtmf"),
-            ("Supported", ""), ("Contact", self._contact(transaction.source)),
+            ("Supported", ""), ("Contact", self._contact(transaction.source, transaction.request.uri)),
         ])
 
     def _local_address(self, peer: Destination) -> str:
@@ -365,10 +398,17 @@ class SipServer:
             return None
         return peer.local or route_source(peer.host)
 
-    def _contact(self, peer: Destination) -> str:
-        server = self.config.server
-        transport = ";transport=tcp" if peer.transport == "TCP" else ""
-        return f"<sip:sipconf@{bracket(self._local_address(peer))}:{server.sip_port}{transport}>"
+    def _contact(self, peer: Destination, request_uri: str = "") -> str:
+        transport = {"TCP": ";transport=tcp", "TLS": ";transport=tls"}.get(peer.transport, "")
+        host = bracket(self._local_address(peer))
+        if peer.transport == "TLS" and request_uri[:5].lower() == "sips:":
+            # RFC 3261 8.1.1.8 / 12.1.1: a sips: request is answered with a sips: Contact
+            return f"<sips:sipconf@{host}:{self._local_port(peer)}>"
+        return f"<sip:sipconf@{host}:{self._local_port(peer)}{transport}>"
+
+    def _local_port(self, peer: Destination) -> int:
+        """Our port on the peer's transport (Via and Contact)."""
+        return self.tls.port if peer.transport == "TLS" and self.tls is not None else self.config.server.sip_port
 
     # -- authentication -------------------------------------------------------------
 
@@ -428,8 +468,8 @@ class SipServer:
         elif outcome.status != 200:
             self._respond(transaction, outcome.status)
         else:
-            log.info("register %s: %s from %s:%d", aor, plural(len(outcome.contacts), "contact"), source.host,
-                     source.port)
+            log.info("register %s: %s from %s:%d over %s", aor, plural(len(outcome.contacts), "contact"),
+                     source.host, source.port, source.transport)
             self._respond(transaction, 200, headers=[("Contact", c) for c in outcome.contacts]
                           + [("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()))])
 
@@ -453,6 +493,7 @@ class SipServer:
         if trunk is not None:
             caller = f"trunk {trunk.name}: {from_user or 'anonymous'}"
             identity = f"trunk {trunk.name}"
+            user = None
         else:
             user = self._authenticate(transaction, proxy=True, expected_user=None)
             if user is None:
@@ -474,9 +515,15 @@ class SipServer:
             # Delayed offer (INVITE without SDP) is not supported yet.
             self._respond(transaction, 488, headers=[("Warning", '399 sipconf "INVITE without SDP offer not supported"')])
             return
+        policy = self.secure.policy_for(self.config, trunk, user)
         try:
             offer = parse_sdp(request.body)
-            selection = select_audio(offer)
+            selection, srtp_keys = self.secure.select(offer, policy, source, call_id)
+        except SrtpRefused as refused:
+            log.info("call %s: SRTP policy %r: %s", call_id, policy, refused.warning)
+            self.metrics.calls.labels("srtp_refused").inc()
+            self._respond(transaction, 488, headers=[("Warning", f'399 sipconf "{refused.warning}"')])
+            return
         except NoCommonCodec:
             log.info("call %s: no common codec", call_id)
             self.metrics.calls.labels("no_codec").inc()
@@ -491,6 +538,7 @@ class SipServer:
         if call is None:
             self._respond(transaction, 503, "No RTP Ports Available", headers=[("Retry-After", "10")])
             return
+        self.secure.start(call, srtp_keys, policy)  # SRTP around the endpoint, chosen once
         log.info("call %s: new call from %s (%s, %s:%d) to %s -> %s, %s/%d", call_id, from_user, identity,
                  source.host, source.port, number,
                  "room " + call.room.extension if call.room else "receptionist",
@@ -498,7 +546,7 @@ class SipServer:
         delay = self.config.server.answer_delay_ms / 1000
         if delay > 0:
             self._respond(transaction, 180, to_tag=call.dialog.local_tag,
-                          headers=[("Contact", self._contact(call.peer))])
+                          headers=[("Contact", self._contact(call.peer, transaction.request.uri))])
             asyncio.get_running_loop().call_later(delay, self._answer_if_ringing, transaction, call, offer)
         else:
             self._answer(transaction, call, offer)
@@ -543,8 +591,9 @@ class SipServer:
 
     def _answer(self, transaction: ServerTransaction, call: Call, offer) -> None:
         body = build_answer(offer, call.selection, address=self._local_address(call.peer),
-                            port=call.rtp_port, session_id=call.sdp_session_id, version=call.sdp_version)
-        headers = [("Contact", self._contact(call.peer)), ("Allow", ALLOW), ("Supported", "")]
+                            port=call.rtp_port, session_id=call.sdp_session_id, version=call.sdp_version,
+                            crypto=self.secure.crypto(call))
+        headers = [("Contact", self._contact(call.peer, transaction.request.uri)), ("Allow", ALLOW), ("Supported", "")]
         headers += [("Record-Route", rr) for rr in transaction.request.headers.get_all("Record-Route")]
         call.state = CallState.ANSWERED
         self._respond(transaction, 200, to_tag=call.dialog.local_tag, headers=headers,
@@ -575,7 +624,11 @@ class SipServer:
         if request.body:
             try:
                 offer = parse_sdp(request.body)
-                selection = select_audio(offer)
+                selection, srtp_keys = self.secure.select(offer, call.srtp_policy, transaction.source,
+                                                          call.call_id, previous=call.srtp_keys)
+            except SrtpRefused as refused:
+                self._respond(transaction, 488, headers=[("Warning", f'399 sipconf "{refused.warning}"')])
+                return
             except NoCommonCodec:
                 self._respond(transaction, 488)
                 return
@@ -587,6 +640,7 @@ class SipServer:
                 call.endpoint.update(codec=selection.codec, payload_type=selection.payload_type,
                                      telephone_event_pt=selection.telephone_event_pt,
                                      remote=(selection.remote_host, selection.remote_port))
+            self.secure.rekey(call, srtp_keys)  # a new a=crypto key: new SRTP sessions
             call.set_hold(selection.direction in ("sendonly", "inactive"))
         else:
             offer = None
@@ -599,8 +653,10 @@ class SipServer:
 
     def _answer_reinvite(self, transaction, call: Call, offer) -> None:
         body = build_answer(offer, call.selection, address=self._local_address(call.peer),
-                            port=call.rtp_port, session_id=call.sdp_session_id, version=call.sdp_version)
-        self._respond(transaction, 200, headers=[("Contact", self._contact(call.peer)), ("Allow", ALLOW)],
+                            port=call.rtp_port, session_id=call.sdp_session_id, version=call.sdp_version,
+                            crypto=self.secure.crypto(call))
+        self._respond(transaction, 200, headers=[("Contact", self._contact(call.peer, transaction.request.uri)),
+                                                 ("Allow", ALLOW)],
                       body=body, content_type="application/sdp")
 
     def _cancel(self, transaction: ServerTransaction) -> None:
@@ -638,7 +694,7 @@ class SipServer:
         if call.state in (CallState.ANSWERED, CallState.CONFIRMED):
             server = self.config.server
             bye = call.dialog.build_request(
-                "BYE", via_host=bracket(self._local_address(call.peer)), via_port=server.sip_port,
+                "BYE", via_host=bracket(self._local_address(call.peer)), via_port=self._local_port(call.peer),
                 transport=call.peer.transport, contact=self._contact(call.peer),
                 extra=[("User-Agent", USER_AGENT), ("Reason", f'SIP;cause=200;text="{reason}"')])
             _, events = self.layer.request(bye, call.peer, self.clock())
@@ -662,9 +718,13 @@ def build_answer_as_offer(call: Call) -> bytes:
     answer an offerless re-INVITE with the same codec as before."""
     s = call.selection
     formats = f"{s.payload_type}" + (f" {s.telephone_event_pt}" if s.telephone_event_pt is not None else "")
+    keys = call.srtp_keys  # SRTP: the peer's current key, so that the answer keeps ours
     addrtype = sdp_addrtype(s.remote_host)
     lines = ["v=0", f"o=- 0 0 IN {addrtype} {s.remote_host}", "s=-", f"c=IN {addrtype} {s.remote_host}", "t=0 0",
-             f"m=audio {s.remote_port} RTP/AVP {formats}", f"a=rtpmap:{s.payload_type} {s.codec}/8000"]
+             f"m=audio {s.remote_port} {'RTP/AVP' if keys is None else 'RTP/SAVP'} {formats}",
+             f"a=rtpmap:{s.payload_type} {s.codec}/8000"]
+    if keys is not None:
+        lines.append(f"a=crypto:{keys.tag} {keys.suite} inline:{base64.b64encode(keys.remote_key).decode()}")
     if s.telephone_event_pt is not None:
         lines.append(f"a=rtpmap:{s.telephone_event_pt} telephone-event/8000")
     lines.append("a=sendrecv")

@@ -151,14 +151,17 @@ class SipTransport:
         except OSError as error:
             log.debug("UDP send to %s:%d failed: %s", destination.host, destination.port, error)
 
-    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                                transport: str = "TCP") -> None:
+        # transport: "TLS" when sipconf.tls hands over a connection after its handshake
         peername = writer.get_extra_info("peername")
         peer = (unmap(peername[0]), peername[1])
-        local = unmap(writer.get_extra_info("sockname")[0])
+        sockname = writer.get_extra_info("sockname")
+        local = unmap(sockname[0]) if sockname else ""
         key = (peer[0], peer[1])
         same_source = sum(1 for host, _ in self._connections if host == peer[0])
         if len(self._connections) >= MAX_TCP_CONNECTIONS or same_source >= MAX_TCP_CONNECTIONS_PER_SOURCE:
-            log.warning("TCP connection from %s refused: too many connections", peer[0])
+            log.warning("%s connection from %s refused: too many connections", transport, peer[0])
             writer.close()
             return
         task = asyncio.current_task()
@@ -166,7 +169,7 @@ class SipTransport:
             self._tasks.add(task)
         self._connections[key] = writer
         framer = StreamFramer()
-        source = Destination("TCP", peer[0], peer[1], local)
+        source = Destination(transport, peer[0], peer[1], local)
         try:
             while True:
                 data = await asyncio.wait_for(reader.read(65536), TCP_IDLE_TIMEOUT)
@@ -175,11 +178,11 @@ class SipTransport:
                 try:
                     messages = framer.feed(data)
                 except SipParseError as error:
-                    log.warning("TCP stream from %s:%s closed: %s", peer[0], peer[1], error)
+                    log.warning("%s stream from %s:%s closed: %s", transport, peer[0], peer[1], error)
                     break
                 for message in messages:
                     self.receiver(message, source)
-        except (asyncio.TimeoutError, ConnectionError):
+        except (asyncio.TimeoutError, ConnectionError, OSError):  # OSError: ssl.SSLError on TLS
             pass
         finally:
             self._connections.pop(key, None)

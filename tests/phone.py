@@ -1246,6 +1246,14 @@ class TestPhone:
 
     # ------------------------------------------------------------ RTP sending
 
+    # Media hooks (tests/secure_phone.py: SRTP): an outgoing packet as sent,
+    # an incoming datagram as parsed (None drops it).
+    def _rtp_out(self, packet: bytes) -> bytes:
+        return packet
+
+    def _rtp_in(self, data: bytes) -> bytes | None:
+        return data
+
     def _ensure_sender(self):
         with self._tx_lock:
             if self._tx_thread is not None and self._tx_thread.is_alive():
@@ -1309,7 +1317,7 @@ class TestPhone:
                           self.ssrc if ssrc is None else ssrc)
         self._seq = (self._seq + 1) & 0xFFFF
         try:
-            self.rtp_sock.sendto(hdr + payload, self.remote_rtp)
+            self.rtp_sock.sendto(self._rtp_out(hdr + payload), self.remote_rtp)
             self.rtp_packets_sent += 1
         except OSError:
             pass
@@ -1400,7 +1408,8 @@ class TestPhone:
                 continue
             except OSError:
                 return
-            p = parse_rtp(data)
+            data = self._rtp_in(data)
+            p = parse_rtp(data) if data is not None else None
             if p is None:
                 continue
             _, marker, pt, seq, ts, ssrc, payload = p

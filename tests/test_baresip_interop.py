@@ -38,7 +38,8 @@ def write_tone(path, hz: float, seconds: float) -> None:
 class Baresip:
     """baresip on a pty so its keypad (stdio module) can be typed on."""
 
-    def __init__(self, directory, server_port: int, user: str, password: str, *, host: str = "127.0.0.1") -> None:
+    def __init__(self, directory, server_port: int, user: str, password: str, *, host: str = "127.0.0.1",
+                 uri_params: str = "", account_params: str = "", config: str = "", modules: str = "") -> None:
         sip_port = free_port(host)
         uri_host = f"[{host}]" if ":" in host else host
         rtp_low, rtp_high = free_rtp_range(20)
@@ -52,10 +53,10 @@ class Baresip:
             "audio_alert aufile,/dev/null\n"
             f"rtp_ports {rtp_low}-{rtp_high}\n"
             "module_path /usr/lib/baresip/modules\n"
-            "module g711.so\nmodule aufile.so\nmodule stdio.so\n"
-            "module_app account.so\nmodule_app menu.so\n")
+            "module g711.so\nmodule aufile.so\nmodule stdio.so\n" + modules +
+            "module_app account.so\nmodule_app menu.so\n" + config)
         (directory / "accounts").write_text(
-            f"<sip:{user}@{uri_host}:{server_port}>;auth_pass={password};regint=600\n")
+            f"<sip:{user}@{uri_host}:{server_port}{uri_params}>;auth_pass={password};regint=600{account_params}\n")
         self.master, slave = pty.openpty()
         self.output = b""
         self.process = subprocess.Popen([BARESIP, "-f", str(directory), "-t", "60"],
@@ -134,7 +135,7 @@ def test_baresip_over_ipv6_registers_to_bracketed_server_and_joins(tmp_path):
         listener.send_dtmf("1234#4321#")
         softphone = Baresip(tmp_path, server.sip_port, "101", "alice-secret", host="::1")
         assert softphone.wait_for(b"200 OK", 10), softphone.output.decode(errors="replace")
-        assert "register 101: 1 contact(s)" in server.log()
+        assert "register 101: 1 contact" in server.log()
         softphone.type("/dial 800\n", gap=0.05)
         assert softphone.wait_for(b"Call established", 10), softphone.output.decode(errors="replace")
         softphone.pump(1.0)

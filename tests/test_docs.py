@@ -30,7 +30,11 @@ def test_every_toml_example_is_a_valid_configuration(page):
         try:
             parse_config(tomllib.loads(example))
         except ConfigError as error:
-            pytest.fail(f"{page}: example is invalid: {error.problems}\n{example}")
+            # An example may name files of an installation (a certificate under
+            # /etc/sipconf): that they are missing here is the only excuse.
+            real = [p for p in error.problems if not re.search(r": /etc/\S+: no such file$", p)]
+            if real:
+                pytest.fail(f"{page}: example is invalid: {real}\n{example}")
 
 
 def _known(table_toml: str, marker: str) -> list[str]:

@@ -79,3 +79,24 @@ def test_receptionist_room_join(tmp_path):
         log = server.log()
         assert re.search(r"receptionist transfers to room 800", log), log[-3000:]
         assert re.search(r"joined conference 1234 of room 800", log), log[-3000:]
+
+
+def test_loadtest_srtp_small_run(tmp_path):
+    """--srtp: SDES offers, digits by INFO, rtpgen protects/unprotects; every
+    call joins and hears, nothing fails to authenticate either way."""
+    out = tmp_path / "run"
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "loadtest"), "-n", "6", "--rooms", "2", "--rate", "10",
+         "--hold", "5", "--srtp", "--json", "--quiet", "--timeout", "120", "--python", sys.executable,
+         "--out-dir", str(out)],
+        capture_output=True, text=True, timeout=180, cwd=REPO)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    table, _, rest = completed.stdout.partition("\n{")
+    result = json.loads("{" + rest.splitlines()[0])
+    assert result["srtp"] is True and "SRTP dropped (server, window)" in table
+    assert result["sipp"] == {"attempted": 6, "ok": 6, "failed": 0}
+    assert result["server_joined"] == 6 and result["streamed_calls"] == 6
+    assert result["rx_per_participant"]["silent"] == 0 and result["server_in_per_participant"] > 0
+    assert result["srtp_dropped"] == 0 and result["generator_srtp_failures"] == 0
+    log = (out / "server.log").read_text()
+    assert log.count("SRTP AES_CM_128_HMAC_SHA1_80") == 6
