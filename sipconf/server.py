@@ -18,11 +18,14 @@ from mixer.sounds import load_prompts
 
 from . import __version__
 from .call import Call, CallState, Flow
+from .cdr import CdrWriter
 from .config import Config, digits_of
 from .digest import AuthOutcome, DigestAuthenticator
+from .events import EventBus, rfc3339
 from .ivr import DigitCollector, digit_from_info
 from .metrics import MediaStatsCollector, Metrics
 from .ports import RtpPortPool
+from .recording import Recordings, RecordingStats
 from .registrar import Registrar
 from .rooms import ConferenceDirectory
 from .routing import ReceptionistDestination, RoomDestination, Router
@@ -69,6 +72,10 @@ class SipServer:
         self.metrics = Metrics()
         self.media: MediaEngine | None = None
         self.conferences: ConferenceDirectory | None = None
+        self.recordings: Recordings | None = None
+        self.events = EventBus()
+        self.cdr = CdrWriter(server.cdr_file)
+        self.events.subscribe(self.cdr)
         self.calls: dict[str, Call] = {}
         self.transport = SipTransport(server.bind, server.sip_port, self.on_message)
         self._timer_task: asyncio.Task | None = None
@@ -85,7 +92,10 @@ class SipServer:
         self.media = MediaEngine(server.bind, beep_hz=self.config.sounds.join_beep_hz,
                                  beep_ms=self.config.sounds.join_beep_ms)
         self.media.start()
-        self.conferences = ConferenceDirectory(self.media.new_conference)
+        self.conferences = ConferenceDirectory(self.media.new_conference, on_join=self._on_join,
+                                               on_end=self._on_conference_end)
+        self.recordings = Recordings(config=lambda: self.config, prompts=lambda: self.prompts, media=self.media,
+                                     conferences=self.conferences, events=self.events)
         await self.transport.start()
         self._timer_task = asyncio.get_running_loop().create_task(self._run_timers())
         if self.trunk_registrations:
@@ -97,6 +107,7 @@ class SipServer:
         self.metrics.watch("sipconf_registrations", "Registered contacts", lambda: self.registrar.count(self.clock()))
         self.metrics.watch("sipconf_rtp_ports_free", "RTP ports free", lambda: self.ports.available)
         self.metrics.collect_from(MediaStatsCollector(lambda: self.media.stats if self.media else None))
+        self.metrics.collect_from(RecordingStats(lambda: self.recordings))
         await self.metrics.serve(server.bind, server.metrics_port, quiet_moment=self.media.after_tick)
         log.info("sipconf listening on %s:%d (UDP, TCP); %s", server.bind, server.sip_port, self.config.summary())
 
@@ -105,6 +116,8 @@ class SipServer:
         self._stopping = True
         for call in list(self.calls.values()):
             self.hang_up(call, "server shutdown")
+        if self.recordings is not None:
+            self.recordings.stop_all()  # the files are finished by their threads meanwhile
         if self._registration_task is not None:
             self._registration_task.cancel()
         self._send_registers(self.trunk_registrations.stop(self.clock()))  # Expires: 0
@@ -113,6 +126,9 @@ class SipServer:
             await asyncio.sleep(0.05)
         if self._timer_task is not None:
             self._timer_task.cancel()
+        if self.recordings is not None:
+            await self.recordings.wait_closed(1.0)
+        self.cdr.close(0.5)
         await self.transport.close()
         if self.media is not None:
             await self.media.close()
@@ -157,6 +173,7 @@ class SipServer:
         self.limits.reconfigure()  # trust is read from self.config: every source judged again
         if server.language != old_server.language:
             self.prompts = load_prompts(server.language)
+        self.cdr.path = server.cdr_file
         if (server.rtp_port_min, server.rtp_port_max) != (old_server.rtp_port_min, old_server.rtp_port_max):
             self.ports = RtpPortPool(server.rtp_port_min, server.rtp_port_max,
                                      in_use=[call.rtp_port for call in self.calls.values()])
@@ -277,6 +294,9 @@ class SipServer:
         response.headers.add("Server", USER_AGENT)
         if status >= 200:
             self.limits.answered(transaction.key)
+        if status >= 300 and request.method == "INVITE" and not request.to_tag and status not in (401, 407, 482) \
+                and request.call_id not in self.calls:
+            self._call_refused(request, status, response.reason)
         self._flush(self.layer.respond(transaction, response, self.clock()))
 
     def _tag_for(self, request: Request) -> str:
@@ -476,6 +496,9 @@ class SipServer:
         if call is None:
             self._respond(transaction, 503, "No RTP Ports Available", headers=[("Retry-After", "10")])
             return
+        call.calling, call.called = from_user, number
+        self.events.publish("call_started", call_id=call_id, room=call.room.extension if call.room else None,
+                            **{"from": from_user, "to": number, "flow": call.flow.value})
         log.info("call %s: new call from %s (%s, %s:%d) to %s -> %s, %s/%d", call_id, from_user, identity,
                  source.host, source.port, number,
                  "room " + call.room.extension if call.room else "receptionist",
@@ -531,6 +554,7 @@ class SipServer:
         headers = [("Contact", self._contact(call.peer)), ("Allow", ALLOW), ("Supported", "")]
         headers += [("Record-Route", rr) for rr in transaction.request.headers.get_all("Record-Route")]
         call.state = CallState.ANSWERED
+        call.answered_at = time.time()
         self._respond(transaction, 200, to_tag=call.dialog.local_tag, headers=headers,
                       body=body, content_type="application/sdp")
 
@@ -633,12 +657,49 @@ class SipServer:
         if call.state is CallState.ENDED:
             return
         call.end_reason = reason
+        conference = call.conference.id if call.conference is not None else None  # release() forgets it
         call.release()
         self.ports.release(call.rtp_port)
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
         self.metrics.calls.labels(outcome).inc()
         log.info("call %s: ended: %s", call.call_id, reason)
+        self._publish_call_ended(call, conference, reason)
+
+    # -- events -----------------------------------------------------------------------
+
+    def _on_join(self, room, conference, endpoint, before: int) -> None:
+        if self.recordings is not None:
+            self.recordings.joined(room, conference, endpoint, before)
+
+    def _on_conference_end(self, room, conference, mixer_conference) -> None:
+        if self.recordings is not None:
+            self.recordings.conference_ended(room, conference, mixer_conference)
+
+    def _publish_call_ended(self, call: Call, conference: str | None, reason: str) -> None:
+        """``call_ended`` with the call record's fields (sipconf/cdr.py)."""
+        end = time.time()
+        answered = call.answered_at
+        self.events.publish(
+            "call_ended", call_id=call.call_id, flow=call.flow.value,
+            room=call.room.extension if call.room is not None else None, conference=conference,
+            start=rfc3339(call.started_at), answer=rfc3339(answered) if answered is not None else None,
+            end=rfc3339(end), duration_s=round(end - answered, 3) if answered is not None else 0.0,
+            end_reason=reason, codec=codec_label(call.selection.codec), srtp=False, moderator=False,
+            **{"from": call.calling, "to": call.called})
+
+    def _call_refused(self, request: Request, status: int, reason: str) -> None:
+        """An INVITE refused with a final status: a call too (a call record)."""
+        number, destination = self.router.route(request)
+        now = rfc3339(time.time())
+        flow = room = None
+        if isinstance(destination, RoomDestination):
+            flow, room = Flow.ROOM.value, destination.room.extension
+        elif isinstance(destination, ReceptionistDestination):
+            flow = Flow.RECEPTIONIST.value
+        self.events.publish("call_ended", call_id=request.call_id, flow=flow, room=room, start=now, end=now,
+                            duration_s=0.0, end_reason=f"{status} {reason}", srtp=False, moderator=False,
+                            **{"from": _from_user(request), "to": number})
 
 
 def build_answer_as_offer(call: Call) -> bytes:
@@ -652,6 +713,12 @@ def build_answer_as_offer(call: Call) -> bytes:
         lines.append(f"a=rtpmap:{s.telephone_event_pt} telephone-event/8000")
     lines.append("a=sendrecv")
     return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def codec_label(codec: str) -> str:
+    """The SDP encoding name and rate as in ``a=rtpmap`` (SPEC 13)."""
+    return {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "G722": "G722/8000",
+            "OPUS": "opus/48000/2"}.get(codec.upper(), f"{codec}/8000")
 
 
 def _from_user(request: Request) -> str | None:
