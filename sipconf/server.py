@@ -114,10 +114,10 @@ class SipServer:
     async def shutdown(self) -> None:
         """BYE every call, give the BYEs a moment to be answered, then close."""
         self._stopping = True
+        if self.recordings is not None:
+            self.recordings.stop_all()  # their threads finish the files while the BYEs go out
         for call in list(self.calls.values()):
             self.hang_up(call, "server shutdown")
-        if self.recordings is not None:
-            self.recordings.stop_all()  # the files are finished by their threads meanwhile
         if self._registration_task is not None:
             self._registration_task.cancel()
         self._send_registers(self.trunk_registrations.stop(self.clock()))  # Expires: 0

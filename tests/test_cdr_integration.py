@@ -139,3 +139,20 @@ def test_unwritable_cdr_file_is_logged_once_and_calls_go_on(make_server, tmp_pat
         phone.close()
     assert len(re.findall(r"cdr_file .* cannot be written", server.log())) == 1
     assert server.alive()
+
+
+@pytest.mark.integration
+def test_sigterm_writes_the_records_of_the_calls_it_ends(cdr_server):
+    server, path = cdr_server
+    phone = TestPhone(("127.0.0.1", server.sip_port), user="101", password=PASSWORDS["101"])
+    try:
+        assert phone.call("800").status == 200
+        assert phone.wait_for_rtp(5, timeout=3)
+        phone.send_dtmf("1234#4321#")
+        assert wait_until(lambda: "joined conference 1234 of room 800" in server.log(), 10)
+        assert server.stop() == 0
+        record = record_of(path, phone.call_id, timeout=0.5)  # written before the process exited
+    finally:
+        phone.close(hangup=False)
+    assert record["end_reason"] == "server shutdown; BYE sent"
+    assert record["conference"] == "1234"

@@ -178,7 +178,7 @@ def test_sigterm_mid_recording_leaves_a_complete_file(make_server, tmp_path, fmt
     assert abs(len(samples) / rate - span) < 0.8, (len(samples) / rate, span)
     tail = samples[-int(1.5 * rate):]
     assert tone_level(tail, rate, TONES["101"]) > 5000 and tone_level(tail, rate, TONES["102"]) > 5000
-    assert "recording started" in server.log()
+    assert "recording stopped (server shutdown)" in server.log()
 
 
 @pytest.mark.integration
