@@ -51,6 +51,7 @@ class Recording:
     recorder: Recorder
     started: float = field(default_factory=time.monotonic)
     reason: str | None = None  # why it stopped, once it did
+    announced: bool = False  # someone heard "this conference is being recorded"
 
 
 def file_name(room: str, conference: str, fmt: str, when: float | None = None) -> str:
@@ -118,7 +119,7 @@ class Recordings:
         self._events.publish("recording_started", room=room, conference=conference,
                              file=os.path.basename(path))
         if announce:
-            self._announce(mixer_conference, PROMPT_STARTED)
+            self._announce(mixer_conference, PROMPT_STARTED, recording)
         return True
 
     def stop_recording(self, room: str, conference: str, *, reason: str = "stopped", announce: bool = True) -> bool:
@@ -129,7 +130,7 @@ class Recordings:
             return False
         self._detach(recording, reason)
         if announce:
-            self._announce(recording.mixer_conference, PROMPT_STOPPED)
+            self._announce(recording.mixer_conference, PROMPT_STOPPED, recording)
         return False
 
     def stop_all(self, reason: str = "server shutdown") -> None:
@@ -155,7 +156,8 @@ class Recordings:
             self.start_recording(room.extension, conference.id, announce=False)
         if key in self._live:
             # the newcomer hears the notice (after its "first participant" prompt, if any)
-            self._announce_to(endpoint, PROMPT_STARTED, self._live[key].mixer_conference)
+            recording = self._live[key]
+            self._announce_to(endpoint, PROMPT_STARTED, recording)
 
     def conference_ended(self, room: RoomConfig, conference: ConferenceConfig, mixer_conference) -> None:
         self.stop_recording(room.extension, conference.id, reason="conference ended", announce=False)
@@ -185,31 +187,37 @@ class Recordings:
                 # failed while recording (disk full, unwritable): stop it; the calls go on
                 del self._live[key]
                 self._detach(recording, f"failed: {recorder.error}")
-                self._announce(recording.mixer_conference, PROMPT_STOPPED)
+                if recording.announced:  # failed before anyone was told: nothing to take back
+                    self._announce(recording.mixer_conference, PROMPT_STOPPED, recording)
             return
         log.info("conference %s of room %s: recording stopped (%s): %s, %.1f s, %d frames dropped",
                  recording.conference, recording.room, recording.reason, recorder.path, recorder.duration_s,
                  recorder.frames_dropped)
 
-    def _announce(self, mixer_conference, prompt: str) -> None:
+    def _announce(self, mixer_conference, prompt: str, recording: Recording) -> None:
         for endpoint in mixer_conference.members:
-            self._announce_to(endpoint, prompt, mixer_conference)
+            self._announce_to(endpoint, prompt, recording)
 
-    def _announce_to(self, endpoint, prompt: str, mixer_conference) -> None:
+    def _announce_to(self, endpoint, prompt: str, recording: Recording) -> None:
         pcm = self._prompts().get(prompt)
         if pcm is None:
             return
         loop = asyncio.get_running_loop()
         give_up = loop.time() + NOTICE_GIVE_UP_S
+        key = (recording.room, recording.conference)
 
         def play() -> None:
-            if getattr(endpoint, "closed", False) or endpoint.conference is not mixer_conference:
+            if getattr(endpoint, "closed", False) or endpoint.conference is not recording.mixer_conference:
                 return
+            if prompt == PROMPT_STARTED and self._live.get(key) is not recording:
+                return  # stopped (or failed) before this participant could be told
             if endpoint.playing:  # never cut a prompt short: wait for its end
                 if loop.time() < give_up:
                     loop.call_later(NOTICE_RETRY_S, play)
                 return
             endpoint.play(pcm)
+            if prompt == PROMPT_STARTED:
+                recording.announced = True
 
         # Not now: a newcomer's own prompt ("first participant") starts right
         # after the join, and this one goes after it.
