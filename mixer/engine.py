@@ -43,9 +43,9 @@ JUNK_SKIP = 64  # dropped datagrams skipped per read (see RtpEndpoint._receive)
 HOUSEKEEPING_TICKS = 5  # rtp timeout / stale DTMF checks every 100 ms
 _RX_SIZE = 2048
 _FAST_SIZE = HEADER_SIZE + FRAME  # the datagram of the receive fast path
-#: Upper bounds (s) of the tick lateness/work histogram buckets (counts since start).
 #: Sample rate of every conference's mix (handed to recorders with each block).
 MIX_RATE = 8000
+#: Upper bounds (s) of the tick lateness/work histogram buckets (counts since start).
 TICK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075,
                 0.01, 0.015, 0.02, 0.03, 0.05, 0.1)
 
