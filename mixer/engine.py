@@ -676,8 +676,14 @@ class MediaEngine:
             self._taps_dirty = False
         if self._taps:
             totals = mixer.totals
-            for g, push in self._taps:
-                push(totals[g], MIX_RATE, tick)
+            try:
+                for g, push in self._taps:
+                    push(totals[g], MIX_RATE, tick)
+            except Exception:  # a recorder's bug must not cost the calls this tick's packets
+                log.exception("recorder push failed: recordings detached from the mixer")
+                for conf, _g in self._groups:
+                    conf.recorder = None
+                self._taps = []
         pk = self._pk
         pk["payload"] = mixer.tx
         np.add(self._ts_base, tick * FRAME, out=self._ts_now)
