@@ -4,6 +4,7 @@ content, rate changes, a full queue dropping and counting, write failures."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,3 +182,17 @@ async def test_engine_hands_the_conference_mix_to_its_recorder_and_survives_a_br
         assert conference.recorder is None and engine._taps == []
     finally:
         await engine.close()
+
+
+def test_an_existing_file_is_never_overwritten(tmp_path):
+    taken = tmp_path / "800-1234-20261130T224408Z.wav"
+    taken.write_bytes(b"earlier recording")
+    paths = []
+    for _ in range(2):
+        recorder = Recorder(str(taken), "wav", file_rate=8000).start()
+        push_tone(recorder, 440, 5)
+        recorder.stop()
+        assert recorder.join(5) and recorder.error is None
+        paths.append(Path(recorder.path).name)
+    assert paths == ["800-1234-20261130T224408Z-2.wav", "800-1234-20261130T224408Z-3.wav"]
+    assert taken.read_bytes() == b"earlier recording"
