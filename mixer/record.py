@@ -159,7 +159,7 @@ class Recorder:
         while queue:
             tick, block_rate, pcm = queue.popleft()
             if rate is not None and block_rate != rate:
-                self._write(np.concatenate(blocks), rate)
+                self._write(_int16(blocks), rate)
                 blocks = []
             rate = block_rate
             if self._next_tick is not None:
@@ -168,11 +168,9 @@ class Recorder:
                     blocks.append(np.zeros(gap * len(pcm), dtype=np.int16))
                     self.frames_written += gap
             self._next_tick = tick + 1
-            if pcm.dtype != np.int16:
-                pcm = np.clip(pcm, -32768, 32767).astype(np.int16)
             blocks.append(pcm)
             self.frames_written += 1
-        self._write(np.concatenate(blocks), rate)
+        self._write(_int16(blocks), rate)
 
     def _open(self) -> None:
         import av  # PyAV: imported by the worker, so a server without recordings never loads it
@@ -310,6 +308,15 @@ class _CheckedFile:
 
     def close(self) -> None:
         self._f.close()
+
+
+def _int16(blocks: list[np.ndarray]) -> np.ndarray:
+    """The blocks end to end as int16; wider integers (the mixer's sums) are
+    clipped, not wrapped. One clip for the whole batch."""
+    pcm = np.concatenate(blocks)
+    if pcm.dtype != np.int16:
+        pcm = np.clip(pcm, -32768, 32767).astype(np.int16)
+    return pcm
 
 
 def _describe(error: BaseException) -> str:
