@@ -32,6 +32,8 @@ PROMPT_NAMES: tuple[str, ...] = (
     "goodbye",
     "room_full",
     "first_participant",
+    "recording_started",
+    "recording_stopped",
 )
 
 _RAMP_MS = 5

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -62,6 +63,11 @@ class Call:
     end_reason: str | None = None
     srtp_policy: str = "optional"      # SPEC 11, of the extension or trunk calling (sipconf.secure_calls)
     srtp_keys: object = None           # sipconf.sdes.SrtpKeys when the call uses SRTP
+    # for the call record (sipconf/cdr.py): From user, number dialled, wall-clock times
+    calling: str | None = None
+    called: str | None = None
+    started_at: float = field(default_factory=time.time)
+    answered_at: float | None = None
     _joined_room: RoomConfig | None = field(default=None, repr=False)
 
     # -- events from the server -----------------------------------------------------

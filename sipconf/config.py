@@ -33,6 +33,7 @@ __all__ = [
     "ConferenceConfig",
     "ExtensionConfig",
     "ReceptionistConfig",
+    "RecordingConfig",
     "RoomConfig",
     "SecurityConfig",
     "ServerConfig",
@@ -109,6 +110,7 @@ DIGEST_ALGORITHMS: tuple[str, ...] = ("MD5", "SHA-256", "SHA-512-256")
 LANGUAGES: tuple[str, ...] = ("fr", "en")
 #: ``srtp`` of an extension or a trunk (SPEC 11); same as sipconf.sdes.POLICIES
 SRTP_POLICIES: tuple[str, ...] = ("optional", "required", "off")
+RECORDING_FORMATS: tuple[str, ...] = ("ogg", "flac", "wav")  # mixer.record.FORMATS
 _DIGITS = frozenset("0123456789")
 _NUMBER_RE = re.compile(r"\+?[0-9][0-9 ]*")
 _HOSTNAME_RE = re.compile(r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
@@ -142,6 +144,7 @@ class ServerConfig:
     # Not in SPEC: how long an INVITE rings (180) before we answer; 0 answers
     # at once. Lets a caller CANCEL, and suits trunks that dislike instant answers.
     answer_delay_ms: int = 0
+    cdr_file: str = ""  # one JSON line per ended call appended here (sipconf/cdr.py); "" = off
 
     @property
     def advertised_address(self) -> str:
@@ -200,6 +203,7 @@ class TrunkConfig:
 class ConferenceConfig:
     id: str
     pin: str
+    auto_record: bool = False  # recording starts when the first participant joins
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,12 @@ class SoundsConfig:
 
 
 @dataclass(frozen=True)
+class RecordingConfig:
+    directory: str = "recordings"  # created if missing; relative to the server's working directory
+    format: str = "ogg"  # "ogg" (Opus), "flac" or "wav"
+
+
+@dataclass(frozen=True)
 class SecurityConfig:
     auth_failures: int = 5
     pin_failures: int = 10
@@ -241,6 +251,7 @@ class Config:
     sounds: SoundsConfig = field(default_factory=SoundsConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     tls: TlsConfig | None = None  # [tls]: absent table, no TLS listener
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
 
     def summary(self) -> str:
         """One line for ``check-config`` and the startup log."""
@@ -446,6 +457,15 @@ class _Table:
         self.problem(key, f"must be an integer {span}{what}, got {_show(value)}")
         return default
 
+    def boolean(self, key: str, default: bool) -> bool:
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if isinstance(value, bool):
+            return value
+        self.problem(key, f"must be true or false, got {_show(value)}")
+        return default
+
     def number(self, key: str, default: float, *, what: str = "a number > 0") -> float:
         """A positive duration in seconds: integer or float, finite."""
         if key not in self.data:
@@ -486,6 +506,7 @@ class _Parser:
         "sounds": "table",
         "security": "table",
         "tls": "table",
+        "recording": "table",
     }
 
     def __init__(self) -> None:
@@ -586,9 +607,10 @@ class _Parser:
         sounds = self.sounds(self.table(data, "sounds"))
         security = self.security(self.table(data, "security"))
         tls = self.tls(self.table(data, "tls"), server) if "tls" in data else None
+        recording = self.recording(self.table(data, "recording"))
         if self.problems:
             raise ConfigError(self.problems)
-        return Config(server, receptionist, extensions, trunks, rooms, sounds, security, tls)
+        return Config(server, receptionist, extensions, trunks, rooms, sounds, security, tls, recording)
 
     def server(self, data: dict[str, Any] | None) -> ServerConfig:
         d = ServerConfig()
@@ -599,7 +621,7 @@ class _Parser:
             "[server]",
             data,
             ("bind", "advertise", "sip_port", "rtp_ports", "domain", "language", "rtp_timeout",
-             "digest_algorithms", "metrics_port", "answer_delay_ms"),
+             "digest_algorithms", "metrics_port", "answer_delay_ms", "cdr_file"),
         )
         bind = t.string("bind", d.bind)
         if bind is not None and not _is_ip(bind):
@@ -647,6 +669,10 @@ class _Parser:
                 algorithms = tuple(canon)
         metrics_port = t.integer("metrics_port", d.metrics_port, 0, 65535, what=" (0 = off)")
         answer_delay_ms = t.integer("answer_delay_ms", d.answer_delay_ms, 0, 60000)
+        cdr_file = t.string("cdr_file", d.cdr_file)
+        if cdr_file and os.path.isdir(cdr_file):
+            t.problem("cdr_file", f"{cdr_file!r} is a directory; give a file name, e.g. \"/var/log/sipconf/cdr.jsonl\"")
+            cdr_file = None
         server = ServerConfig(
             bind=bind or d.bind,
             advertise=advertise if advertise is not None else d.advertise,
@@ -659,6 +685,7 @@ class _Parser:
             digest_algorithms=algorithms,
             metrics_port=metrics_port,
             answer_delay_ms=answer_delay_ms,
+            cdr_file=cdr_file or d.cdr_file,
         )
         if t.has("sip_port") or t.has("rtp_ports") or t.has("metrics_port"):
             self.problems.extend(_server_port_clashes(server, "[server] sip_port", "[server] metrics_port"))
@@ -774,7 +801,7 @@ class _Parser:
             t.problem("conferences", f"must be an array of tables [[rooms.conferences]], got {_show(conf_value)}")
         ids: dict[str, int] = {}
         for j, conf in conf_items:
-            ct = _Table(self.problems, f"{where} [[rooms.conferences]] #{j}", conf, ("id", "pin"))
+            ct = _Table(self.problems, f"{where} [[rooms.conferences]] #{j}", conf, ("id", "pin", "auto_record"))
             conf_id = self.digits(ct, "id", ct.string("id", None, required='digits, e.g. "1234"'))
             pin = self.digits(ct, "pin", ct.string("pin", None, required='digits, e.g. "4321"'))
             if conf_id is not None:
@@ -783,8 +810,9 @@ class _Parser:
                     conf_id = None
                 else:
                     ids[conf_id] = j
+            auto_record = ct.boolean("auto_record", False)
             if conf_id is not None and pin is not None:
-                conferences.append(ConferenceConfig(conf_id, pin))
+                conferences.append(ConferenceConfig(conf_id, pin, auto_record))
         if extension is None:
             return None
         return RoomConfig(extension, name, tuple(numbers), max_participants, tuple(conferences))
@@ -824,6 +852,23 @@ class _Parser:
             return None
         self.problems.extend(tls_file_problems(cert, key))
         return TlsConfig(port, cert, key, timeout)
+    def recording(self, data: dict[str, Any] | None) -> RecordingConfig:
+        d = RecordingConfig()
+        if data is None:
+            return d
+        t = _Table(self.problems, "[recording]", data, ("directory", "format"))
+        directory = t.string("directory", d.directory)
+        if directory is not None and not directory.strip():
+            t.problem("directory", "must not be empty (a folder for the files, e.g. \"recordings\")")
+            directory = None
+        elif directory is not None and os.path.exists(directory) and not os.path.isdir(directory):
+            t.problem("directory", f"{directory!r} exists and is not a directory")
+            directory = None
+        fmt = t.string("format", d.format)
+        if fmt is not None and fmt.lower() not in RECORDING_FORMATS:
+            t.problem("format", f"must be one of {', '.join(repr(f) for f in RECORDING_FORMATS)}, got {_show(fmt)}")
+            fmt = None
+        return RecordingConfig(directory or d.directory, (fmt or d.format).lower())
 
     def security(self, data: dict[str, Any] | None) -> SecurityConfig:
         d = SecurityConfig()

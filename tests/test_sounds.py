@@ -11,10 +11,12 @@ PROMPTS_DIR = Path(sounds.__file__).parent / "prompts"
 
 
 def test_prompt_names_and_languages():
-    assert set(PROMPT_NAMES) == {
+    assert set(PROMPT_NAMES) >= {
         "welcome", "enter_conference_id", "enter_pin", "invalid",
         "goodbye", "room_full", "first_participant",
     }
+    assert set(PROMPT_NAMES) >= {"recording_started", "recording_stopped"}  # SPEC 13 notices
+    assert len(set(PROMPT_NAMES)) == len(PROMPT_NAMES)
     assert set(LANGUAGES) == {"en", "fr"}
 
 
