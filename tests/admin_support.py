@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import threading
 import time
+import urllib.request
 
 from phone import TestPhone
 from support import PASSWORDS, free_port, office_config, wait_until
@@ -35,6 +37,15 @@ def admin_ports() -> tuple[int, int]:
     while metrics == admin:
         metrics = free_port()
     return admin, metrics
+
+
+def metric(server, name: str, **labels) -> float:
+    """A sample of the server's /metrics (0 when absent)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
+    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = "^" + re.escape(name) + (r"\{" + re.escape(selector) + r"\}" if labels else "") + r" (\S+)$"
+    match = re.search(pattern, text, re.M)
+    return float(match.group(1)) if match else 0.0
 
 
 class Admin:

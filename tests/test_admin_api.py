@@ -6,13 +6,11 @@ newcomer), auth and bans, JSON errors."""
 from __future__ import annotations
 
 import datetime
-import re
 import time
-import urllib.request
 
 import pytest
 
-from admin_support import CONFERENCES, TOKEN, TONES, Admin, admin_config, admin_ports, enter, phone
+from admin_support import CONFERENCES, TOKEN, TONES, Admin, admin_config, admin_ports, enter, metric, phone
 from support import ServerProcess, wait_until
 
 pytestmark = pytest.mark.integration
@@ -36,14 +34,6 @@ def server(tmp_path_factory):
 @pytest.fixture
 def admin(server):
     return Admin(server.admin_port)
-
-
-def metric(server, name: str, **labels) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
-    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = "^" + re.escape(name) + (r"\{" + re.escape(selector) + r"\}" if labels else "") + r" (\S+)$"
-    match = re.search(pattern, text, re.M)
-    return float(match.group(1)) if match else 0.0
 
 
 def close_all(*phones) -> None:
