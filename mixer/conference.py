@@ -139,6 +139,12 @@ class BatchMixer:
         else:
             out.fill(0)
 
+    @property
+    def totals(self) -> np.ndarray:
+        """Per conference (group) of the last tick: the sum of everyone's
+        decoded input, int32, not clipped (what a recorder of the conference gets)."""
+        return self._totals
+
     def decoded(self) -> np.ndarray:
         """Decoded input of the last tick (tests)."""
         return self._dec
