@@ -22,12 +22,17 @@ TONES = {"101": 440.0, "102": 660.0, "103": 880.0, "104": 1100.0}
 CONFERENCES = tuple((str(1000 + i), str(9000 + i)) for i in range(1, 13))
 
 
-def admin_config(admin_port: int, *, metrics_port: int = 0, security: dict | None = None) -> str:
+def admin_config(admin_port: int, *, metrics_port: int = 0, security: dict | None = None,
+                 recordings=None) -> str:
+    """The test office with ``[admin]`` on ``admin_port`` (and ``[recording]``
+    in ``recordings``, a directory of the test's own)."""
     server = {"language": "en", "rtp_timeout": 30}
     if metrics_port:
         server["metrics_port"] = metrics_port
     text = office_config(server=server, extensions=("101", "102", "103", "104"), conferences=CONFERENCES,
                          security=security)
+    if recordings is not None:
+        text += f'\n[recording]\ndirectory = "{recordings}"\nformat = "wav"\n'
     return text + f'\n[admin]\nbind = "127.0.0.1"\nport = {admin_port}\ntoken = "{TOKEN}"\n'
 
 

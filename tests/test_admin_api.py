@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import time
 
+import av
 import pytest
 
 from admin_support import CONFERENCES, TOKEN, TONES, Admin, admin_config, admin_ports, enter, metric, phone
@@ -23,9 +24,10 @@ ANNOUNCEMENT_S = 2.3
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     admin_port, metrics_port = admin_ports()
-    s = ServerProcess(tmp_path_factory.mktemp("admin"),
-                      config_text=admin_config(admin_port, metrics_port=metrics_port))
-    s.admin_port, s.metrics_port = admin_port, metrics_port
+    workdir = tmp_path_factory.mktemp("admin")
+    s = ServerProcess(workdir, config_text=admin_config(admin_port, metrics_port=metrics_port,
+                                                        recordings=workdir / "recordings"))
+    s.admin_port, s.metrics_port, s.recordings = admin_port, metrics_port, workdir / "recordings"
     s.start()
     yield s
     s.stop()
@@ -59,10 +61,11 @@ def test_status_and_rooms_list_live_participants(server, admin):
         live = next(c for c in room["conferences"] if c["id"] == conference)
         assert live["locked"] is False and live["recording"] is False
         assert [p["id"] for p in live["participants"]] == [pa, pb]
+        assert [p["caller"] for p in live["participants"]] == ["101", "102"]  # the calling numbers
         for p in live["participants"]:
             assert set(p) >= {"id", "caller", "name", "codec", "srtp", "moderator", "muted", "talking", "joined_at"}
             assert p["codec"] == "PCMU/8000" and p["srtp"] is False and p["moderator"] is False
-            assert p["muted"] is False and isinstance(p["talking"], bool) and p["caller"]
+            assert p["muted"] is False and isinstance(p["talking"], bool)
             joined = datetime.datetime.fromisoformat(p["joined_at"].replace("Z", "+00:00"))
             assert joined.tzinfo is not None
             assert abs((datetime.datetime.now(datetime.timezone.utc) - joined).total_seconds()) < 60
@@ -168,6 +171,35 @@ def test_end_hangs_everyone_up(server, admin):
         assert wait_until(lambda: admin.participants(conference) == [], 5)
         status, data, _ = admin.action(conference, "lock")  # nobody left: nothing to lock
         assert status == 404 and "no participants" in data["error"]
+    finally:
+        close_all(a, b)
+
+
+def test_record_start_and_stop(server, admin):
+    a, b = phone(server, "101"), phone(server, "102")
+    try:
+        conference = "1012"
+        enter(a, admin, conference, CONF[conference])
+        enter(b, admin, conference, CONF[conference])
+        a.send_tone(TONES["101"])
+        b.send_tone(TONES["102"])
+        status, state, _ = admin.action(conference, "record/start")
+        assert status == 200 and state["recording"] is True
+        assert admin.conference(conference)["recording"] is True
+        assert wait_until(lambda: "event recording_started room=800 conference=1012" in server.log(), 3)
+        time.sleep(2.0)
+        status, state, _ = admin.action(conference, "record/stop")
+        assert status == 200 and state["recording"] is False
+        assert admin.conference(conference)["recording"] is False
+        files = wait_until(lambda: list(server.recordings.glob(f"800-{conference}-*.wav")), 5)
+        assert len(files) == 1
+        # the file is complete and playable: PyAV reads it to the end
+        with av.open(str(files[0])) as container:
+            samples = sum(frame.samples for frame in container.decode(audio=0))
+            rate = container.streams.audio[0].rate
+        assert 1.5 < samples / rate < 4.0
+        status, state, _ = admin.action(conference, "record/stop")  # already stopped: still the state
+        assert status == 200 and state["recording"] is False
     finally:
         close_all(a, b)
 
