@@ -162,7 +162,7 @@ class SipServer:
         and bans so far stay), prompt language, ``rtp_timeout``, the RTP port
         range and ``answer_delay_ms``/``advertise`` -- the last four for new
         calls only; calls up keep their room, port and timeout. Not live:
-        ``bind``, ``sip_port``, ``metrics_port``, ``[sounds]`` and
+        ``bind``, ``sip_port``, ``metrics_port``, ``[sounds]``, ``[admin]`` and
         ``[trunks.register]``: they keep their running values and are logged
         as needing a restart. Returns those log lines' subjects."""
         old = self.config
@@ -173,9 +173,11 @@ class SipServer:
         if [(t.name, t.register) for t in old.trunks if t.register] != \
                 [(t.name, t.register) for t in config.trunks if t.register]:
             restart.append("[trunks.register]")
+        if old.admin != config.admin:
+            restart.append("[admin]")  # its socket and token are the running server's
         # What cannot change live keeps its running value, so that the server
         # stays consistent (Contact and Via name the port really listened on).
-        config = dataclasses.replace(config, sounds=old.sounds, server=dataclasses.replace(
+        config = dataclasses.replace(config, sounds=old.sounds, admin=old.admin, server=dataclasses.replace(
             config.server, **{key: getattr(old.server, key) for key in self.RESTART_KEYS}))
         server, old_server = config.server, old.server
 
