@@ -38,5 +38,9 @@ async def start_admin(server) -> AdminServer | None:
         quiet_moment=media.after_tick if media is not None else None,
     )
     admin = AdminServer(config, backend, server.events, server.security.admin, server.metrics.registry)
-    await admin.start()
+    try:
+        await admin.start()
+    except OSError as exc:  # e.g. the port is taken: say which socket (the CLI logs it, exit 1)
+        await admin.close()
+        raise OSError(exc.errno, f"[admin] {config.bind} port {config.port}: {exc.strerror or exc}") from None
     return admin
