@@ -380,6 +380,7 @@ class Controls:
         p = self._by_call.get(id(call))
         if p is None or p.leaving:
             return
+        log.debug("call %s: key %s in the conference", call.call_id, digit)
         now = self._now()
         if digit == "*":
             p.star_at = now
