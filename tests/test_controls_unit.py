@@ -212,3 +212,17 @@ async def test_talk_changes_become_events(setup):
         [("talking", pa.id), ("stopped_talking", pa.id)]
     assert pa.state()["talking"] is False
     await asyncio.sleep(0)
+
+
+async def test_joining_a_conference_being_ended_starts_a_new_one(setup):
+    controls, _, seen, _, _ = setup
+    mod, late = Call(1), Call(2)
+    controls.join(mod, ROOM, ROOM.conferences[0], moderator=True)
+    old = controls.conference("800", "1234")
+    old.lock()
+    old.end()  # the moderator still hears goodbye
+    controls.join(late, ROOM, ROOM.conferences[0], moderator=False)
+    new = controls.conference("800", "1234")
+    assert new is not old and not new.locked and [p.call for p in new.participants] == [late]
+    controls.leave(mod)  # the old one's last caller gone: the new one stays
+    assert controls.conference("800", "1234") is new
