@@ -312,10 +312,10 @@ class SipServer:
         response.headers.add("Server", USER_AGENT)
         if status >= 200:
             self.limits.answered(transaction.key)
+        self._flush(self.layer.respond(transaction, response, self.clock()))
         if status >= 300 and request.method == "INVITE" and not request.to_tag and status not in (401, 407, 482) \
                 and request.call_id not in self.calls:
             self._call_refused(request, status, response.reason)
-        self._flush(self.layer.respond(transaction, response, self.clock()))
 
     def _tag_for(self, request: Request) -> str:
         call = self.calls.get(request.call_id)
@@ -736,8 +736,13 @@ class SipServer:
             **{"from": call.calling, "to": call.called})
 
     def _call_refused(self, request: Request, status: int, reason: str) -> None:
-        """An INVITE refused with a final status: a call too (a call record)."""
-        number, destination = self.router.route(request)
+        """An INVITE refused with a final status: a call too (a call record).
+        The 401/407 challenge is not: the call goes on with credentials."""
+        try:
+            number, destination = self.router.route(request)
+        except Exception:  # noqa: BLE001 - the response is out; a record is not worth more
+            log.exception("call %s: no call record for the refused INVITE", request.call_id)
+            return
         now = rfc3339(time.time())
         flow = room = None
         if isinstance(destination, RoomDestination):
