@@ -526,6 +526,7 @@ class SipServer:
             self._respond(transaction, 503, "No RTP Ports Available", headers=[("Retry-After", "10")])
             return
         call.calling, call.called = from_user, number
+        call.display_name = _display_name(request, self.config.extension(user) if trunk is None else None)
         self.events.publish("call_started", call_id=call_id, room=call.room.extension if call.room else None,
                             **{"from": from_user, "to": number, "flow": call.flow.value})
         log.info("call %s: new call from %s (%s, %s:%d) to %s -> %s, %s/%d", call_id, from_user, identity,
@@ -772,6 +773,16 @@ def codec_label(codec: str) -> str:
     """The SDP encoding name and rate as in ``a=rtpmap`` (SPEC 13)."""
     return {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "G722": "G722/8000",
             "OPUS": "opus/48000/2"}.get(codec.upper(), f"{codec}/8000")
+
+
+def _display_name(request: Request, extension) -> str:
+    """The From display name, else the calling extension's configured name
+    (shown by the admin API and console); at most 64 characters."""
+    try:
+        name = parse_name_addr(request.headers.get("From") or "").display_name
+    except ValueError:
+        name = None
+    return (name or (extension.name if extension is not None else "") or "").strip()[:64]
 
 
 def _from_user(request: Request) -> str | None:

@@ -62,6 +62,7 @@ def test_status_and_rooms_list_live_participants(server, admin):
         assert live["locked"] is False and live["recording"] is False
         assert [p["id"] for p in live["participants"]] == [pa, pb]
         assert [p["caller"] for p in live["participants"]] == ["101", "102"]  # the calling numbers
+        assert [p["name"] for p in live["participants"]] == ["Alice", "Bob"]  # the extensions' names
         for p in live["participants"]:
             assert set(p) >= {"id", "caller", "name", "codec", "srtp", "moderator", "muted", "talking", "joined_at"}
             assert p["codec"] == "PCMU/8000" and p["srtp"] is False and p["moderator"] is False

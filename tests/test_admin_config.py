@@ -70,3 +70,21 @@ def test_reload_keeps_the_running_admin_and_says_it_needs_a_restart(caplog):
         assert "[admin]" in server.reload(new)
     assert server.config.admin.port == 9001
     assert "[admin] changed; it needs a restart" in caplog.text
+
+
+def _invite(from_header: str):
+    from sipconf.sip.message import parse_message
+    return parse_message((
+        "INVITE sip:800@office.local SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKx\r\n"
+        f"From: {from_header}\r\nTo: <sip:800@office.local>\r\nCall-ID: n1\r\nCSeq: 1 INVITE\r\n"
+        "Content-Length: 0\r\n\r\n").encode())
+
+
+def test_participant_name_is_the_from_display_name_else_the_extension_name():
+    from sipconf.config import ExtensionConfig
+    from sipconf.server import _display_name
+    alice = ExtensionConfig("101", "alice-secret", "Alice")
+    assert _display_name(_invite('"Alice Martin" <sip:101@office.local>;tag=1'), alice) == "Alice Martin"
+    assert _display_name(_invite("<sip:101@office.local>;tag=1"), alice) == "Alice"
+    assert _display_name(_invite("<sip:101@office.local>;tag=1"), None) == ""
+    assert len(_display_name(_invite(f'"{"x" * 300}" <sip:101@office.local>;tag=1'), None)) == 64
