@@ -27,6 +27,7 @@ from .wording import plural
 
 __all__ = [
     "DEMO_CONFIG_TOML",
+    "AdminConfig",
     "DIGEST_ALGORITHMS",
     "Config",
     "ConfigError",
@@ -144,6 +145,9 @@ class ServerConfig:
     # Not in SPEC: how long an INVITE rings (180) before we answer; 0 answers
     # at once. Lets a caller CANCEL, and suits trunks that dislike instant answers.
     answer_delay_ms: int = 0
+    # SPEC 12: a participant is "talking" while their level is above this
+    # (RMS relative to a full-scale sine), with 300 ms of hangover.
+    talk_threshold_dbfs: float = -45.0
     cdr_file: str = ""  # one JSON line per ended call appended here (sipconf/cdr.py); "" = off
 
     @property
@@ -203,6 +207,10 @@ class TrunkConfig:
 class ConferenceConfig:
     id: str
     pin: str
+    # SPEC 12: entered at the PIN step instead of the PIN, joins as moderator.
+    moderator_pin: str | None = None
+    wait_for_moderator: bool = False  # callers wait, unmixed, until a moderator is in
+    end_with_moderator: bool = False  # the last moderator leaving hangs everyone up
     auto_record: bool = False  # recording starts when the first participant joins
 
 
@@ -225,6 +233,9 @@ class RoomConfig:
 class SoundsConfig:
     join_beep_hz: int = 1000
     join_beep_ms: int = 250
+    leave_beep_hz: int = 500  # 0 = no leave beep
+    leave_beep_ms: int = 250
+    announce_count: bool = True  # a newcomer hears "there are N other participants"
 
 
 @dataclass(frozen=True)
@@ -242,6 +253,18 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """SPEC 13 ``[admin]``: the HTTP API and console (sipconf/admin/)."""
+
+    bind: str = "127.0.0.1"
+    port: int = 8080
+    token: str = ""  # bearer token, at least ADMIN_TOKEN_MIN characters
+
+
+ADMIN_TOKEN_MIN = 16
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     receptionist: ReceptionistConfig = field(default_factory=ReceptionistConfig)
@@ -252,6 +275,7 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     tls: TlsConfig | None = None  # [tls]: absent table, no TLS listener
     recording: RecordingConfig = field(default_factory=RecordingConfig)
+    admin: AdminConfig | None = None  # absent table: no HTTP administration
 
     def summary(self) -> str:
         """One line for ``check-config`` and the startup log."""
@@ -463,7 +487,19 @@ class _Table:
         value = self.data[key]
         if isinstance(value, bool):
             return value
-        self.problem(key, f"must be true or false, got {_show(value)}")
+        hint = " (write it unquoted)" if isinstance(value, str) and value.lower() in ("true", "false") else ""
+        self.problem(key, f"must be true or false, got {_show(value)}{hint}")
+        return default
+
+    def real(self, key: str, default: float, lo: float, hi: float, *, what: str = "") -> float:
+        """Any finite integer or float within [lo, hi]."""
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+                and lo <= value <= hi:
+            return float(value)
+        self.problem(key, f"must be a number from {lo:g} to {hi:g}{what}, got {_show(value)}")
         return default
 
     def number(self, key: str, default: float, *, what: str = "a number > 0") -> float:
@@ -507,6 +543,7 @@ class _Parser:
         "security": "table",
         "tls": "table",
         "recording": "table",
+        "admin": "table",
     }
 
     def __init__(self) -> None:
@@ -608,9 +645,10 @@ class _Parser:
         security = self.security(self.table(data, "security"))
         tls = self.tls(self.table(data, "tls"), server) if "tls" in data else None
         recording = self.recording(self.table(data, "recording"))
+        admin = self.admin(self.table(data, "admin"), server) if "admin" in data else None
         if self.problems:
             raise ConfigError(self.problems)
-        return Config(server, receptionist, extensions, trunks, rooms, sounds, security, tls, recording)
+        return Config(server, receptionist, extensions, trunks, rooms, sounds, security, tls, recording, admin=admin)
 
     def server(self, data: dict[str, Any] | None) -> ServerConfig:
         d = ServerConfig()
@@ -621,7 +659,7 @@ class _Parser:
             "[server]",
             data,
             ("bind", "advertise", "sip_port", "rtp_ports", "domain", "language", "rtp_timeout",
-             "digest_algorithms", "metrics_port", "answer_delay_ms", "cdr_file"),
+             "digest_algorithms", "metrics_port", "answer_delay_ms", "talk_threshold_dbfs", "cdr_file"),
         )
         bind = t.string("bind", d.bind)
         if bind is not None and not _is_ip(bind):
@@ -669,6 +707,7 @@ class _Parser:
                 algorithms = tuple(canon)
         metrics_port = t.integer("metrics_port", d.metrics_port, 0, 65535, what=" (0 = off)")
         answer_delay_ms = t.integer("answer_delay_ms", d.answer_delay_ms, 0, 60000)
+        talk_threshold = t.real("talk_threshold_dbfs", d.talk_threshold_dbfs, -96, 0, what=" (dBFS)")
         cdr_file = t.string("cdr_file", d.cdr_file)
         if cdr_file and os.path.isdir(cdr_file):
             t.problem("cdr_file", f"{cdr_file!r} is a directory; give a file name, e.g. \"/var/log/sipconf/cdr.jsonl\"")
@@ -685,6 +724,7 @@ class _Parser:
             digest_algorithms=algorithms,
             metrics_port=metrics_port,
             answer_delay_ms=answer_delay_ms,
+            talk_threshold_dbfs=talk_threshold,
             cdr_file=cdr_file or d.cdr_file,
         )
         if t.has("sip_port") or t.has("rtp_ports") or t.has("metrics_port"):
@@ -801,9 +841,19 @@ class _Parser:
             t.problem("conferences", f"must be an array of tables [[rooms.conferences]], got {_show(conf_value)}")
         ids: dict[str, int] = {}
         for j, conf in conf_items:
-            ct = _Table(self.problems, f"{where} [[rooms.conferences]] #{j}", conf, ("id", "pin", "auto_record"))
+            ct = _Table(self.problems, f"{where} [[rooms.conferences]] #{j}", conf,
+                        ("id", "pin", "moderator_pin", "wait_for_moderator", "end_with_moderator", "auto_record"))
             conf_id = self.digits(ct, "id", ct.string("id", None, required='digits, e.g. "1234"'))
             pin = self.digits(ct, "pin", ct.string("pin", None, required='digits, e.g. "4321"'))
+            moderator_pin = self.digits(ct, "moderator_pin", ct.string("moderator_pin", None))
+            if moderator_pin is not None and moderator_pin == pin:
+                ct.problem("moderator_pin", "must differ from pin (the PIN step tells the two apart)")
+                moderator_pin = None
+            wait = ct.boolean("wait_for_moderator", False)
+            end = ct.boolean("end_with_moderator", False)
+            if (wait or end) and moderator_pin is None and not ct.has("moderator_pin"):
+                which = "wait_for_moderator" if wait else "end_with_moderator"
+                ct.problem(which, "needs a moderator_pin (nobody could join as moderator)")
             if conf_id is not None:
                 if conf_id in ids:
                     ct.problem("id", f"{conf_id!r} is already used by [[rooms.conferences]] #{ids[conf_id]} of this room")
@@ -812,7 +862,7 @@ class _Parser:
                     ids[conf_id] = j
             auto_record = ct.boolean("auto_record", False)
             if conf_id is not None and pin is not None:
-                conferences.append(ConferenceConfig(conf_id, pin, auto_record))
+                conferences.append(ConferenceConfig(conf_id, pin, moderator_pin, wait, end, auto_record=auto_record))
         if extension is None:
             return None
         return RoomConfig(extension, name, tuple(numbers), max_participants, tuple(conferences))
@@ -821,10 +871,19 @@ class _Parser:
         d = SoundsConfig()
         if data is None:
             return d
-        t = _Table(self.problems, "[sounds]", data, ("join_beep_hz", "join_beep_ms"))
+        t = _Table(self.problems, "[sounds]", data,
+                   ("join_beep_hz", "join_beep_ms", "leave_beep_hz", "leave_beep_ms", "announce_count"))
         hz = t.integer("join_beep_hz", d.join_beep_hz, 100, 3999, what=" (below the 4 kHz Nyquist limit of 8 kHz audio)")
         ms = t.integer("join_beep_ms", d.join_beep_ms, 20, 2000, what=" milliseconds")
-        return SoundsConfig(hz, ms)
+        leave_hz = d.leave_beep_hz
+        if t.has("leave_beep_hz") and data["leave_beep_hz"] == 0 and not isinstance(data["leave_beep_hz"], bool):
+            leave_hz = 0
+        else:
+            leave_hz = t.integer("leave_beep_hz", d.leave_beep_hz, 100, 3999,
+                                 what=" (or 0 = off; below the 4 kHz Nyquist limit of 8 kHz audio)")
+        leave_ms = t.integer("leave_beep_ms", d.leave_beep_ms, 20, 2000, what=" milliseconds")
+        announce = t.boolean("announce_count", d.announce_count)
+        return SoundsConfig(hz, ms, leave_hz, leave_ms, announce)
 
     def srtp_policy(self, t: _Table) -> str:
         value = t.string("srtp", "optional")
@@ -881,6 +940,31 @@ class _Parser:
             window=t.number("window", d.window, what="a number of seconds > 0"),
             ban=t.number("ban", d.ban, what="a number of seconds > 0"),
         )
+
+
+    def admin(self, data: dict[str, Any] | None, server: ServerConfig) -> AdminConfig | None:
+        """``[admin]`` when the table is present (absent: off, never called)."""
+        if data is None:  # not a table: already reported
+            return None
+        d = AdminConfig()
+        t = _Table(self.problems, "[admin]", data, ("bind", "port", "token"))
+        bind = t.string("bind", d.bind)
+        if bind is not None and not _is_ip(bind):
+            t.problem("bind", f"must be an IP address such as \"127.0.0.1\", got {_show(bind)}")
+            bind = None
+        port = t.integer("port", d.port, 1, 65535)
+        if t.has("port") and port in (server.sip_port, server.metrics_port):
+            other = "sip_port (SIP listens on TCP too)" if port == server.sip_port else "metrics_port"
+            t.problem("port", f"{port} is also [server] {other}")
+        token = t.string("token", None, required=f"a secret of at least {ADMIN_TOKEN_MIN} characters")
+        if token is not None and len(token) < ADMIN_TOKEN_MIN:
+            t.problem("token", f"must be at least {ADMIN_TOKEN_MIN} characters, got {len(token)} "
+                               "(e.g. the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(24))')")
+            token = None
+        elif token is not None and (token != token.strip() or any(c in token for c in "\r\n")):
+            t.problem("token", "must not start or end with spaces nor hold a line break (it is sent in an HTTP header)")
+            token = None
+        return AdminConfig(bind=bind or d.bind, port=port, token=token or "")
 
 
 def _server_port_clashes(server: ServerConfig, sip_where: str, metrics_where: str) -> list[str]:

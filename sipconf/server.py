@@ -18,9 +18,11 @@ from mixer.engine import MediaEngine
 from mixer.sounds import load_prompts
 
 from . import __version__
+from .admin import AdminServer, start_admin
 from .call import Call, CallState, Flow
 from .cdr import CdrWriter
 from .config import Config, digits_of
+from .controls import Controls, log_event
 from .digest import AuthOutcome, DigestAuthenticator
 from .events import EventBus, rfc3339
 from .ivr import DigitCollector, digit_from_info
@@ -78,8 +80,11 @@ class SipServer:
         self.metrics = Metrics()
         self.media: MediaEngine | None = None
         self.conferences: ConferenceDirectory | None = None
+        self.controls: Controls | None = None
         self.recordings: Recordings | None = None
-        self.events = EventBus()
+        self.admin: AdminServer | None = None  # SPEC 13 [admin], started with the server
+        self.events = EventBus()  # SPEC 13 events; the log and call records are subscribers
+        self.events.subscribe(log_event)
         self.cdr = CdrWriter(server.cdr_file)
         self.events.subscribe(self.cdr)
         self.calls: dict[str, Call] = {}
@@ -97,13 +102,20 @@ class SipServer:
 
     async def start(self) -> None:
         server = self.config.server
-        self.media = MediaEngine(server.bind, beep_hz=self.config.sounds.join_beep_hz,
-                                 beep_ms=self.config.sounds.join_beep_ms)
+        sounds = self.config.sounds
+        self.media = MediaEngine(server.bind, beep_hz=sounds.join_beep_hz, beep_ms=sounds.join_beep_ms,
+                                 leave_beep_hz=sounds.leave_beep_hz, leave_beep_ms=sounds.leave_beep_ms,
+                                 talk_threshold_dbfs=server.talk_threshold_dbfs)
         self.media.start()
         self.conferences = ConferenceDirectory(self.media.new_conference, on_join=self._on_join,
                                                on_end=self._on_conference_end)
         self.recordings = Recordings(config=lambda: self.config, prompts=lambda: self.prompts, media=self.media,
                                      conferences=self.conferences, events=self.events)
+        self.controls = Controls(self.events, self.conferences, lambda: self.prompts, self.hang_up,
+                                 announce_count=sounds.announce_count)
+        self.controls.recorder = self._record_from_controls
+        self.events.subscribe(self._recording_changed)
+        self.media.on_talk = self.controls.on_talk
         await self.transport.start()
         if self.config.tls is not None:
             self.tls = TlsListener(self.transport, server.bind, self.config.tls)
@@ -121,6 +133,7 @@ class SipServer:
         self._watch_secure()
         self.metrics.collect_from(RecordingStats(lambda: self.recordings))
         await self.metrics.serve(server.bind, server.metrics_port, quiet_moment=self.media.after_tick)
+        self.admin = await start_admin(self)
         log.info("sipconf listening on %s:%d (UDP, TCP)%s; %s", bracket(server.bind), server.sip_port,
                  f", TLS on {self.tls.port}" if self.tls else "", self.config.summary())
 
@@ -151,6 +164,8 @@ class SipServer:
             await asyncio.sleep(0.05)
         if self._timer_task is not None:
             self._timer_task.cancel()
+        if self.admin is not None:
+            await self.admin.close()
         if self.tls is not None:
             self.tls.close()
         if self.recordings is not None:
@@ -162,7 +177,7 @@ class SipServer:
         self.metrics.close()
 
     # Keys a running server cannot take over: its sockets are bound already.
-    RESTART_KEYS = ("bind", "sip_port", "metrics_port")
+    RESTART_KEYS = ("bind", "sip_port", "metrics_port", "talk_threshold_dbfs")
 
     def reload(self, config: Config) -> list[str]:
         """Apply a new, valid configuration to the running server (SIGHUP).
@@ -173,7 +188,7 @@ class SipServer:
         and bans so far stay), prompt language, ``rtp_timeout``, the RTP port
         range and ``answer_delay_ms``/``advertise`` -- the last four for new
         calls only; calls up keep their room, port and timeout. Not live:
-        ``bind``, ``sip_port``, ``metrics_port``, ``[sounds]`` and
+        ``bind``, ``sip_port``, ``metrics_port``, ``[sounds]``, ``[admin]`` and
         ``[trunks.register]``: they keep their running values and are logged
         as needing a restart. Returns those log lines' subjects."""
         old = self.config
@@ -184,9 +199,11 @@ class SipServer:
         if [(t.name, t.register) for t in old.trunks if t.register] != \
                 [(t.name, t.register) for t in config.trunks if t.register]:
             restart.append("[trunks.register]")
+        if old.admin != config.admin:
+            restart.append("[admin]")  # its socket and token are the running server's
         # What cannot change live keeps its running value, so that the server
         # stays consistent (Contact and Via name the port really listened on).
-        config = dataclasses.replace(config, sounds=old.sounds, server=dataclasses.replace(
+        config = dataclasses.replace(config, sounds=old.sounds, admin=old.admin, server=dataclasses.replace(
             config.server, **{key: getattr(old.server, key) for key in self.RESTART_KEYS}))
         server, old_server = config.server, old.server
 
@@ -560,6 +577,7 @@ class SipServer:
             return
         self.secure.start(call, srtp_keys, policy)  # SRTP around the endpoint, chosen once
         call.calling, call.called = from_user, number
+        call.display_name = _display_name(request, self.config.extension(user) if trunk is None else None)
         self.events.publish("call_started", call_id=call_id, room=call.room.extension if call.room else None,
                             **{"from": from_user, "to": number, "flow": call.flow.value})
         log.info("call %s: new call from %s (%s, %s:%d) to %s -> %s, %s/%d", call_id, from_user, identity,
@@ -748,6 +766,23 @@ class SipServer:
         if self.recordings is not None:
             self.recordings.conference_ended(room, conference, mixer_conference)
 
+    def _record_from_controls(self, conference, on: bool) -> bool:
+        """``*7`` and the admin API (Controls.recorder): the new state."""
+        if self.recordings is None:
+            return False
+        room, conference_id = conference.room.extension, conference.config.id
+        if on:
+            return self.recordings.start_recording(room, conference_id)
+        return self.recordings.stop_recording(room, conference_id)
+
+    def _recording_changed(self, event: dict) -> None:
+        """Keeps the controls' ``recording`` flag true to the recorder, also when
+        it starts by itself (auto_record) or stops by itself (disk full)."""
+        if event["event"] in ("recording_started", "recording_stopped") and self.controls is not None:
+            live = self.controls.conference(event["room"], event["conference"])
+            if live is not None:
+                live.recording = event["event"] == "recording_started"
+
     def _publish_call_ended(self, call: Call, conference: str | None, reason: str) -> None:
         """``call_ended`` with the call record's fields (sipconf/cdr.py)."""
         end = time.time()
@@ -801,6 +836,16 @@ def codec_label(codec: str) -> str:
     """The SDP encoding name and rate as in ``a=rtpmap`` (SPEC 13)."""
     return {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "G722": "G722/8000",
             "OPUS": "opus/48000/2"}.get(codec.upper(), f"{codec}/8000")
+
+
+def _display_name(request: Request, extension) -> str:
+    """The From display name, else the calling extension's configured name
+    (shown by the admin API and console); at most 64 characters."""
+    try:
+        name = parse_name_addr(request.headers.get("From") or "").display_name
+    except ValueError:
+        name = None
+    return (name or (extension.name if extension is not None else "") or "").strip()[:64]
 
 
 def _from_user(request: Request) -> str | None:

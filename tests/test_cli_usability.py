@@ -82,7 +82,7 @@ def test_counts_of_one_read_singular_in_the_log(make_server):
         assert server.process.wait(5) == 0
     log = server.log()
     assert "register 101: 1 contact from" in log
-    assert "of room 800 (1 participant)" in log
+    assert re.search(r"of room 800 as participant \S+ \(1 in the room\)", log)
     assert "is invalid (1 problem); keeping" in log
     assert "shutting down: 1 call to end" in log
     assert "1 extension, 1 room (1 conference), 1 trunk" in log

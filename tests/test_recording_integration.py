@@ -88,7 +88,7 @@ def test_auto_record_holds_both_callers_for_the_whole_conference(make_server, tm
         started = time.monotonic()
         assert "recording started" in server.log()
         join(server, b)
-        time.sleep(3.5)  # a: "first participant" then the notice; b: the notice
+        time.sleep(4.8)  # a: "first participant" then the notice; b: "there is one other participant" (1.9 s), then the notice (2.1 s)
         notice = load_prompt("en", "recording_started")
         assert prompt_match(a.received_audio(), notice) > 0.8, "a did not hear the recording notice"
         assert prompt_match(b.received_audio(), notice) > 0.8, "b did not hear the recording notice"
