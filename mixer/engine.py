@@ -56,6 +56,8 @@ class EngineStats:
     packets_dropped: int = 0  # junk, truncated, wrong PT, foreign source, too late
     frames_concealed: int = 0
     bad_payloads: int = 0  # G.722/Opus payloads that failed to decode (concealed)
+    fec_frames: int = 0  # lost Opus frames rebuilt from the next packet's FEC
+    plc_frames: int = 0  # lost Opus frames concealed by the decoder's PLC
     digits: int = 0
     ticks: int = 0
     ticks_skipped: int = 0
@@ -609,12 +611,14 @@ class MediaEngine:
         """Every conference with a G.722/Opus participant (general path)."""
         stats = self.stats
         for _key, wm in self._wide_mixes.values():
-            bad = wm.bad_payloads
+            before = (wm.bad_payloads, wm.fec_frames, wm.plc_frames)
             try:
                 stats.frames_concealed += wm.tick(self._n_beep_frames, self._wide_send, self._wide_prompt_done)
             except Exception:  # a codec bug must not stop the other conferences
                 log.exception("wideband mix failed")
-            stats.bad_payloads += wm.bad_payloads - bad
+            stats.bad_payloads += wm.bad_payloads - before[0]
+            stats.fec_frames += wm.fec_frames - before[1]
+            stats.plc_frames += wm.plc_frames - before[2]
 
     def _set_packets(self, rows: list[RtpEndpoint]) -> None:
         """Outgoing packets of every row in one array: per tick the payloads

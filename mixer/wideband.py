@@ -222,8 +222,8 @@ class WideStream:
                 self._lost = 0
                 return 0
             return self._conceal(out, None)
-        if self.jitter._play_ts is None:
-            out[:] = 0
+        if self.jitter._play_ts is None or not len(self._carry) and not self._lost:
+            out[:] = 0  # nothing played yet (playout starts a little before the first packet)
             return 2
         return self._conceal(out, info)
 
@@ -286,7 +286,10 @@ class WidebandMix:
         self.rate = 8000
         self.full_mix = np.zeros(160, dtype=np.float32)
         self.classes: dict[int, list] = {}
+        # totals since start, read by the engine after each tick
         self.bad_payloads = 0
+        self.fec_frames = 0
+        self.plc_frames = 0
 
     def set_members(self, members: list) -> None:
         self.members = members
@@ -346,11 +349,12 @@ class WidebandMix:
                 if stream is None:
                     g711.append(i)
                     continue
-                had = stream.bad_payloads
+                before = (stream.bad_payloads, stream.fec_frames, stream.plc_frames)
                 if stream.pull(pcm[i]) == 1:
                     concealed += 1
-                if stream.bad_payloads != had:
-                    self.bad_payloads += stream.bad_payloads - had
+                self.bad_payloads += stream.bad_payloads - before[0]
+                self.fec_frames += stream.fec_frames - before[1]
+                self.plc_frames += stream.plc_frames - before[2]
             if g711:
                 codes = np.empty((len(g711), FRAME), dtype=np.uint8)
                 offs = np.empty((len(g711), 1), dtype=np.uint16)
