@@ -30,6 +30,7 @@ from .conference import BatchMixer, Conference as _Conference, make_beep
 from .dtmf import DtmfDetector
 from .jitter import FRAME, JitterBuffer
 from .rtp import HEADER_SIZE, RTP_HEADER, RtpSender, TELEPHONE_EVENT
+from .wideband import RTP_STEP, WidebandMix, check_codec, wide_stream
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ class EngineStats:
     packets_out: int = 0
     packets_dropped: int = 0  # junk, truncated, wrong PT, foreign source, too late
     frames_concealed: int = 0
+    bad_payloads: int = 0  # G.722/Opus payloads that failed to decode (concealed)
+    fec_frames: int = 0  # lost Opus frames rebuilt from the next packet's FEC
+    plc_frames: int = 0  # lost Opus frames concealed by the decoder's PLC
     digits: int = 0
     ticks: int = 0
     ticks_skipped: int = 0
@@ -80,7 +84,7 @@ class RtpEndpoint:
         "rtp_timeout", "conference", "beep_frame", "_row", "closed", "on_hold", "_codec_i", "codec",
         "payload_type", "telephone_event_pt", "remote", "_dest", "_latched", "_latched_at", "_audio_ssrc",
         "_variants", "jitter", "dtmf", "_sender", "_ts0", "_first_tick", "_last_rx", "_timed_out",
-        "_prompt", "_prompt_pos", "_prompt_done", "dropped", "_fd",
+        "_prompt", "_prompt_pos", "_prompt_done", "dropped", "_fd", "_stream", "_wide",
     )
 
     def __init__(self, engine: "MediaEngine", rtp: socket.socket, rtcp: socket.socket, *, codec: str,
@@ -101,8 +105,8 @@ class RtpEndpoint:
         self._row = -1
         self.closed = False
         self.on_hold = False
-        self._codec_i = codec_index(codec)
-        self.codec = codec.upper()
+        self._wide: WidebandMix | None = None  # set by the engine's layout
+        self._set_codec(codec)
         self.payload_type = payload_type
         self.telephone_event_pt = -1 if telephone_event_pt is None else telephone_event_pt
         self.remote = remote
@@ -110,8 +114,6 @@ class RtpEndpoint:
         self._latched: tuple | None = None
         self._latched_at = 0.0
         self._audio_ssrc: int | None = None
-        self._variants = VARIANT_OFFSETS[self._codec_i]
-        self.jitter = JitterBuffer(SILENCE_BYTE[self.codec])
         self.dtmf = DtmfDetector()
         self._sender = RtpSender(payload_type, random.getrandbits(32), random.getrandbits(16))
         self._ts0 = random.getrandbits(32)
@@ -142,12 +144,16 @@ class RtpEndpoint:
 
     def update(self, *, codec: str, payload_type: int, telephone_event_pt: int | None,
                remote: tuple[str, int] | None) -> None:
-        ci = codec_index(codec)
-        if ci != self._codec_i:
-            self._codec_i = ci
-            self.codec = codec.upper()
-            self._variants = VARIANT_OFFSETS[ci]
-            self.jitter.reset(SILENCE_BYTE[self.codec])
+        if codec.upper() != self.codec:
+            if self._stream is None and codec.upper() in SILENCE_BYTE:
+                ci = codec_index(codec)
+                self._codec_i = ci
+                self.codec = codec.upper()
+                self._variants = VARIANT_OFFSETS[ci]
+                self.jitter.reset(SILENCE_BYTE[self.codec])
+            else:
+                self._set_codec(codec)  # to or from G.722/Opus: new codec state
+                self._audio_ssrc = None
             self._engine._dirty = True
         if payload_type != self.payload_type:
             self._engine._dirty = True  # the batched headers carry it
@@ -160,6 +166,15 @@ class RtpEndpoint:
             self._latched = None
             self._dest = remote
             self._engine._sends_dirty = True
+
+    def _set_codec(self, codec: str) -> None:
+        """G.711 rows use the batch tables; G.722/Opus get their codec state
+        (``wideband.WideStream``) and the general path, chosen here once."""
+        self._stream = wide_stream(codec, self._engine.max_mix_rate)
+        self._codec_i = codec_index(codec) if self._stream is None else 0
+        self.codec = codec.upper()
+        self._variants = VARIANT_OFFSETS[self._codec_i]
+        self.jitter = JitterBuffer(SILENCE_BYTE[self.codec]) if self._stream is None else self._stream.jitter
 
     def set_hold(self, on_hold: bool) -> None:
         if self.on_hold and not on_hold:
@@ -315,8 +330,10 @@ class RtpEndpoint:
 
 
 class MediaEngine:
-    def __init__(self, bind: str, *, beep_hz: int = 1000, beep_ms: int = 250) -> None:
+    def __init__(self, bind: str, *, beep_hz: int = 1000, beep_ms: int = 250, max_mix_rate: int = 48000) -> None:
         self.bind = bind
+        self.max_mix_rate = max_mix_rate
+        self._wide_mixes: dict[int, tuple[object, WidebandMix]] = {}  # id(conference or endpoint) ->
         self.beep = make_beep(beep_hz, beep_ms)
         self.stats = EngineStats()
         self.clock = TickClock()
@@ -337,6 +354,7 @@ class MediaEngine:
         self._rxbuf = bytearray(_RX_SIZE)  # every RTP datagram is read here
         self._rxmv = memoryview(self._rxbuf)
         self._tick_index = 0
+        self._group_of: dict[int, int] = {}
         self._set_packets([])
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -368,7 +386,7 @@ class MediaEngine:
         phone reached, so the media leaves from the address in the SDP)."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        codec_index(codec)  # ValueError before any socket is opened
+        check_codec(codec)  # ValueError before any socket is opened
         rtp, rtcp = self._bind_pair(rtp_port, host or self.bind)
         try:
             ep = RtpEndpoint(self, rtp, rtcp, codec=codec, payload_type=payload_type,
@@ -515,14 +533,23 @@ class MediaEngine:
         rows: list[RtpEndpoint] = []
         sizes: list[int] = []
         seen: set[int] = set()
+        wide: list[tuple[object, list[RtpEndpoint]]] = []  # groups with a G.722/Opus member
+        self._group_of = {}
         for ep in self._endpoints:
             conf = ep.conference
             if conf is None:
+                if ep._stream is not None:
+                    wide.append((ep, [ep]))
+                    continue
                 rows.append(ep)
                 sizes.append(1)
             elif id(conf) not in seen:
                 seen.add(id(conf))
                 members = [m for m in conf.members if not m.closed]
+                if any(m._stream is not None for m in members):
+                    wide.append((conf, members))
+                    continue
+                self._group_of[id(conf)] = len(sizes)
                 rows.extend(members)
                 sizes.append(len(members))
         self._save_headers()
@@ -530,10 +557,71 @@ class MediaEngine:
             ep._row = i
             if ep._first_tick is None:
                 ep._first_tick = self._tick_index
+            ep._wide = None
         self._rows = rows
         self._mixer.set_layout([ep._codec_i for ep in rows], sizes)
         self._set_packets(rows)
+        self._set_wide(wide)
         self._dirty = False
+
+    def _set_wide(self, groups: list[tuple[object, list[RtpEndpoint]]]) -> None:
+        """One WidebandMix per group with a G.722/Opus member, kept across
+        layouts (its resamplers and encoders carry state)."""
+        old = self._wide_mixes
+        self._wide_mixes = {}
+        for key, members in groups:
+            hit = old.get(id(key))
+            wm = hit[1] if hit is not None and hit[0] is key else WidebandMix(self.beep)
+            wm.set_members(members)
+            self._wide_mixes[id(key)] = (key, wm)
+            for ep in members:
+                ep._wide = wm
+                ep._row = -1
+                if ep._first_tick is None:
+                    ep._first_tick = self._tick_index
+
+    def conference_mix(self, conference) -> tuple[int, np.ndarray] | None:
+        """(rate, samples) of the conference's full mix (everyone, no beeps
+        or prompts) of the last tick, at the conference's mix rate; a view
+        valid until the next tick (for a recorder reading once per tick)."""
+        hit = self._wide_mixes.get(id(conference))
+        if hit is not None and hit[0] is conference:
+            return hit[1].rate, hit[1].full_mix
+        g = self._group_of.get(id(conference))
+        if g is None or self._dirty:
+            return None
+        return 8000, self._mixer._totals[g]
+
+    def _wide_send(self, ep: RtpEndpoint, payload: bytes) -> None:
+        stream = ep._stream
+        step = stream.step if stream is not None else FRAME
+        header = ep._sender.next_header(ep._ts0 + (self._tick_index - ep._first_tick) * step)
+        try:
+            ep._sock.sendto(bytes(header[:HEADER_SIZE]) + payload, ep._dest)
+            self.stats.packets_out += 1
+        except OSError:
+            self.stats.send_errors += 1
+
+    def _wide_prompt_done(self, ep: RtpEndpoint) -> None:
+        done = ep._prompt_done
+        ep._prompt = None
+        ep._prompt_done = None
+        self._players.discard(ep)
+        if done is not None:
+            self._loop.call_soon(ep._safe_call, done)
+
+    def _tick_wide(self) -> None:
+        """Every conference with a G.722/Opus participant (general path)."""
+        stats = self.stats
+        for _key, wm in self._wide_mixes.values():
+            before = (wm.bad_payloads, wm.fec_frames, wm.plc_frames)
+            try:
+                stats.frames_concealed += wm.tick(self._n_beep_frames, self._wide_send, self._wide_prompt_done)
+            except Exception:  # a codec bug must not stop the other conferences
+                log.exception("wideband mix failed")
+            stats.bad_payloads += wm.bad_payloads - before[0]
+            stats.fec_frames += wm.fec_frames - before[1]
+            stats.plc_frames += wm.plc_frames - before[2]
 
     def _set_packets(self, rows: list[RtpEndpoint]) -> None:
         """Outgoing packets of every row in one array: per tick the payloads
@@ -619,9 +707,12 @@ class MediaEngine:
         self._tick_index = tick
         if self._dirty:
             self._relayout()
+        if self._wide_mixes:
+            self._tick_wide()
         rows = self._rows
         mixer = self._mixer
         if not rows:
+            self._housekeeping(tick)
             return
         rx = mixer.rx_flat
         variant = mixer.variant
@@ -646,8 +737,8 @@ class MediaEngine:
         finished = []
         if self._players:
             for ep in self._players:
-                if ep.on_hold or ep._dest is None or ep.closed:
-                    continue  # nothing is sent, so the prompt waits
+                if ep.on_hold or ep._dest is None or ep.closed or ep._wide is not None:
+                    continue  # nothing is sent, so the prompt waits (wideband: its own mix)
                 pcm = ep._prompt
                 pos = ep._prompt_pos
                 extra.append((ep._row, pcm[pos:pos + FRAME]))
@@ -695,6 +786,9 @@ class MediaEngine:
             self._players.discard(ep)
             if done is not None:
                 self._loop.call_soon(ep._safe_call, done)
+        self._housekeeping(tick)
+
+    def _housekeeping(self, tick: int) -> None:
         if tick % HOUSEKEEPING_TICKS == 0:
             now = time.monotonic()
             for ep in self._endpoints:

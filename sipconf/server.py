@@ -26,7 +26,7 @@ from .ports import RtpPortPool
 from .registrar import Registrar
 from .rooms import ConferenceDirectory
 from .routing import ReceptionistDestination, RoomDestination, Router
-from .sdp import NoCommonCodec, SdpError, build_answer, parse_sdp, select_audio
+from .sdp import NoCommonCodec, SdpError, build_answer, parse_sdp, rtpmap_text, select_audio
 from .limits import SourceLimits
 from .netaddr import bracket, is_wildcard, route_source, sdp_addrtype
 from .security import Security, is_scanner
@@ -84,7 +84,7 @@ class SipServer:
     async def start(self) -> None:
         server = self.config.server
         self.media = MediaEngine(server.bind, beep_hz=self.config.sounds.join_beep_hz,
-                                 beep_ms=self.config.sounds.join_beep_ms)
+                                 beep_ms=self.config.sounds.join_beep_ms, max_mix_rate=server.max_mix_rate)
         self.media.start()
         self.conferences = ConferenceDirectory(self.media.new_conference)
         await self.transport.start()
@@ -473,7 +473,7 @@ class SipServer:
             return
         try:
             offer = parse_sdp(request.body)
-            selection = select_audio(offer)
+            selection = select_audio(offer, self.config.server.codecs)
         except NoCommonCodec:
             log.info("call %s: no common codec", call_id)
             self.metrics.calls.labels("no_codec").inc()
@@ -572,7 +572,7 @@ class SipServer:
         if request.body:
             try:
                 offer = parse_sdp(request.body)
-                selection = select_audio(offer)
+                selection = select_audio(offer, self.config.server.codecs)
             except NoCommonCodec:
                 self._respond(transaction, 488)
                 return
@@ -661,9 +661,9 @@ def build_answer_as_offer(call: Call) -> bytes:
     formats = f"{s.payload_type}" + (f" {s.telephone_event_pt}" if s.telephone_event_pt is not None else "")
     addrtype = sdp_addrtype(s.remote_host)
     lines = ["v=0", f"o=- 0 0 IN {addrtype} {s.remote_host}", "s=-", f"c=IN {addrtype} {s.remote_host}", "t=0 0",
-             f"m=audio {s.remote_port} RTP/AVP {formats}", f"a=rtpmap:{s.payload_type} {s.codec}/8000"]
+             f"m=audio {s.remote_port} RTP/AVP {formats}", f"a=rtpmap:{s.payload_type} {rtpmap_text(s.codec)}"]
     if s.telephone_event_pt is not None:
-        lines.append(f"a=rtpmap:{s.telephone_event_pt} telephone-event/8000")
+        lines.append(f"a=rtpmap:{s.telephone_event_pt} telephone-event/{s.telephone_event_rate}")
     lines.append("a=sendrecv")
     return ("\r\n".join(lines) + "\r\n").encode()
 

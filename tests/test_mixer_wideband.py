@@ -1,0 +1,223 @@
+"""The wideband pieces of the mixer: resampling, Opus FEC/PLC, the talking
+rule, and (over real loopback sockets, in process) shared listener encodes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import numpy as np
+
+from mixer import rtp
+from mixer.engine import MediaEngine
+from mixer.g722 import G722Decoder, G722Encoder
+from mixer.opus import OpusDecoder, OpusEncoder
+from mixer.resample import Resampler, resample_once
+from mixer.wideband import TALK_RMS, OpusJitter, WideStream, talking_rows
+
+
+def sine(hz: float, rate: int, n: int, amp: float = 10000.0) -> np.ndarray:
+    return amp * np.sin(2 * np.pi * hz * np.arange(n) / rate)
+
+
+def run(r: Resampler, x: np.ndarray) -> np.ndarray:
+    f = r.frame_in
+    return np.concatenate([r.process(x[i * f:(i + 1) * f].reshape(1, -1))[0] for i in range(len(x) // f)])
+
+
+def peak(x: np.ndarray, rate: int, lo: float, hi: float) -> float:
+    w = np.hanning(len(x))
+    spec = np.abs(np.fft.rfft(x * w)) * 2 / w.sum()
+    f = np.fft.rfftfreq(len(x), 1 / rate)
+    return float(spec[(f >= lo) & (f <= hi)].max())
+
+
+def test_downsampling_does_not_fold_6_khz_into_the_narrow_band():
+    for rate in (16000, 48000):
+        y = run(Resampler(rate, 8000), sine(6000, rate, rate))[2000:]
+        assert peak(y, 8000, 0, 4000) < 10000 / 100  # >= 40 dB down anywhere in 0-4 kHz
+        y = run(Resampler(rate, 8000), sine(1000, rate, rate))[2000:]
+        assert abs(peak(y, 8000, 900, 1100) / 10000 - 1) < 0.03  # the narrow band passes
+
+
+def test_upsampling_keeps_the_tone_and_adds_no_image():
+    y = run(Resampler(8000, 48000), sine(3000, 8000, 8000))[10000:]
+    assert abs(peak(y, 48000, 2900, 3100) / 10000 - 1) < 0.05
+    assert peak(y, 48000, 4500, 24000) < 10000 / 300  # image at 5 kHz and above removed
+    y = run(Resampler(16000, 48000), sine(6000, 16000, 16000))[10000:]
+    assert abs(peak(y, 48000, 5900, 6100) / 10000 - 1) < 0.05
+
+
+def test_resampler_rows_are_independent_streams():
+    r = Resampler(16000, 8000, rows=2)
+    a, b = sine(500, 16000, 3200), sine(1500, 16000, 3200)
+    y = np.concatenate([r.process(np.stack([a[i * 320:(i + 1) * 320], b[i * 320:(i + 1) * 320]]))
+                        for i in range(10)], axis=1)
+    assert peak(y[0, 400:], 8000, 1400, 1600) < 50 and peak(y[1, 400:], 8000, 400, 600) < 50
+
+
+def test_resample_once_is_time_aligned():
+    x = np.zeros(800, np.int16)
+    x[400] = 20000
+    y = resample_once(x, 8000, 16000)
+    assert len(y) == 1600 and abs(int(np.argmax(y)) - 800) <= 1
+
+
+def test_talking_rule_is_a_level_threshold():
+    rows = np.stack([np.zeros(320), sine(300, 16000, 320, amp=TALK_RMS * 1.6),
+                     sine(300, 16000, 320, amp=TALK_RMS * 1.2)]).astype(np.int16)
+    assert talking_rows(rows).tolist() == [False, True, False]  # RMS = amp / sqrt(2)
+    assert talking_rows(np.zeros((0, 160), np.int16)).shape == (0,)
+
+
+def _sweep(rate: int, frames: int) -> list[np.ndarray]:
+    n = rate // 50
+    t = np.arange(n * frames) / rate
+    x = (8000 * np.sin(2 * np.pi * (300 * t + 400 * t * t))).astype(np.int16)  # a rising chirp: PLC cannot guess it
+    return [x[i * n:(i + 1) * n] for i in range(frames)]
+
+
+def test_opus_fec_rebuilds_a_lost_frame_better_than_plc():
+    frames = _sweep(16000, 60)
+    enc = OpusEncoder(16000, bitrate=32000, loss_percent=20)
+    packets = [enc.encode(np.ascontiguousarray(f)) for f in frames]
+    lost = 40
+    errors = {}
+    for mode in ("fec", "plc", "none"):
+        dec = OpusDecoder(16000)
+        out = np.zeros(320, np.int16)
+        ref = np.zeros(320, np.int16)
+        for i, p in enumerate(packets[:lost + 1]):
+            if i == lost:
+                break
+            dec.decode(p, out)
+        if mode == "fec":
+            dec.conceal(out, packets[lost + 1])
+        elif mode == "plc":
+            dec.conceal(out, None)
+        else:
+            dec.decode(packets[lost], out)
+        ref_dec = OpusDecoder(16000)
+        for p in packets[:lost + 1]:
+            ref_dec.decode(p, ref)
+        errors[mode] = float(np.sqrt(np.mean((out.astype(float) - ref.astype(float)) ** 2)))
+    assert errors["none"] == 0.0
+    assert errors["fec"] < errors["plc"] / 2, errors
+
+
+def _rtp_opus_stream(ws: WideStream, packets, lost: set[int]) -> list[int]:
+    out = np.zeros(ws.frame, np.int16)
+    statuses = []
+    for i, p in enumerate(packets):
+        if i not in lost:
+            ws.jitter.put(i * 960, p)
+        if i >= 2:  # playout starts two frames behind the first packet
+            statuses.append(ws.pull(out))
+    return statuses
+
+
+def test_wide_stream_uses_fec_when_the_next_packet_is_there_else_plc_then_silence():
+    enc = OpusEncoder(48000, loss_percent=20)
+    packets = [enc.encode(np.ascontiguousarray(f)) for f in _sweep(48000, 40)]
+    ws = WideStream("OPUS", 48000)
+    statuses = _rtp_opus_stream(ws, packets, lost={10})
+    assert ws.fec_frames == 1 and ws.plc_frames == 0 and statuses.count(1) == 1
+    ws = WideStream("OPUS", 48000)
+    statuses = _rtp_opus_stream(ws, packets[:20], lost=set(range(10, 20)))  # DTX / a long gap
+    assert ws.fec_frames == 0 and 1 <= ws.plc_frames <= 5 and statuses[-1] == 2
+
+
+def test_opus_jitter_rejects_what_is_not_opus_and_reorders():
+    j = OpusJitter()
+    assert not j.put(0, b"")
+    assert not j.put(0, b"\x03\xff")  # a code-3 TOC without its frame count byte
+    enc = OpusEncoder(48000)
+    p = [enc.encode(np.zeros(960, np.int16)) for _ in range(3)]
+    assert j.put(960, p[1]) and j.put(0, p[0]) and j.put(1920, p[2])  # out of order
+    # playout starts two frames before the first packet received (ts 960)
+    assert j.pop() == (None, p[0])
+    assert [j.pop() for _ in range(3)] == [(p[0], 0), (p[1], 0), (p[2], 0)]
+    j2 = OpusJitter()
+    j2.put(0, p[0]), j2.put(1920, p[2])
+    j2.pop(), j2.pop()
+    assert j2.pop()[0] == p[0]
+    missing, nxt = j2.pop()
+    assert missing is None and nxt == p[2]  # the next packet, for its FEC
+
+
+def test_g722_round_trip_keeps_6_khz():
+    enc, dec = G722Encoder(), G722Decoder()
+    x = sine(6000, 16000, 16000, amp=8000).astype(np.int16)
+    out = np.zeros(320, np.int16)
+    y = []
+    for i in range(50):
+        assert dec.decode(enc.encode(x[i * 320:(i + 1) * 320]), out)
+        y.append(out.copy())
+    y = np.concatenate(y)[3200:].astype(float)
+    assert peak(y, 16000, 5900, 6100) > 6000
+
+
+def _udp() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.setblocking(False)
+    return s
+
+
+def _drain(s: socket.socket) -> list[bytes]:
+    out = []
+    while True:
+        try:
+            out.append(s.recv(4096))
+        except BlockingIOError:
+            return out
+
+
+async def test_silent_listeners_share_one_encode_talkers_get_their_own():
+    """Four G.722 listeners and one G.722 talker over loopback: the listeners
+    receive byte-identical payloads every tick (one shared encode of the
+    N-mix), the talker a different one (N-1: not itself)."""
+    engine = MediaEngine("127.0.0.1", beep_ms=20)
+    engine.start()
+    socks = [_udp() for _ in range(5)]
+    try:
+        eps = [engine.open_endpoint(0, codec="G722", payload_type=9, telephone_event_pt=None,
+                                    remote=s.getsockname(), on_digit=lambda d: None, rtp_timeout=30,
+                                    on_timeout=lambda: None) for s in socks]
+        conf = engine.new_conference()
+        for ep in eps:
+            conf.add(ep)
+        encs = [G722Encoder() for _ in socks]
+        tone = sine(2000, 16000, 320 * 60, amp=8000).astype(np.int16)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i in range(60):
+            for k, (s, ep) in enumerate(zip(socks, eps)):
+                pcm = tone[i * 320:(i + 1) * 320] if k == 0 else np.zeros(320, np.int16)
+                s.sendto(rtp.build(9, i, i * 160, 0x100 + k, encs[k].encode(pcm)), ("127.0.0.1", ep.local_port))
+            await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - loop.time()))
+        await asyncio.sleep(0.1)
+        got = [[p[12:] for p in _drain(s)] for s in socks]
+        assert engine.conference_mix(conf)[0] == 16000
+        n = min(len(g) for g in got)
+        assert n > 40
+        tail = slice(n - 20, n)  # the talker is talking by now
+        for k in (2, 3, 4):
+            assert got[k][tail] == got[1][tail]  # one shared encode
+        assert got[0][tail] != got[1][tail]  # the talker's own N-1
+        dec = G722Decoder()
+        heard = {k: [] for k in (0, 1)}
+        for k in (0, 1):
+            dec = G722Decoder()
+            out = np.zeros(320, np.int16)
+            for p in got[k][:n]:
+                dec.decode(p, out)
+                heard[k].append(out.copy())
+        listener = np.concatenate(heard[1][-20:]).astype(float)
+        talker = np.concatenate(heard[0][-20:]).astype(float)
+        assert peak(listener, 16000, 1900, 2100) > 4000  # the listener hears the talker
+        assert peak(talker, 16000, 1900, 2100) < 200  # the talker does not hear itself
+    finally:
+        await engine.close()
+        for s in socks:
+            s.close()
