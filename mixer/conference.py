@@ -58,8 +58,16 @@ class BatchMixer:
     call ``mix``; the result is ``tx`` (uint8 codes) and ``tx_flat``.
     """
 
-    def __init__(self, beep: np.ndarray) -> None:
-        self.beep_frames = frames_of(beep)
+    def __init__(self, beep: np.ndarray, leave_beep: np.ndarray | None = None) -> None:
+        # join beep frames, then the leave beep's (if any): one table, so a
+        # row's beep is one index whichever it is
+        join = frames_of(beep)
+        self.join_end = len(join)
+        self.beep_frames = join if leave_beep is None else np.concatenate([join, frames_of(leave_beep)])
+        # Optional: called with the decoded frames (rows, 160) before the sum;
+        # returns the rows that contribute to the sum (sorted), or None for all
+        # (SPEC 12: silent, muted and DTMF-typing participants are left out).
+        self.contrib_hook: Callable[[np.ndarray], np.ndarray | None] | None = None
         self.set_layout([], [])
 
     def set_layout(self, codec_rows: Sequence[int], group_sizes: Sequence[int]) -> None:
@@ -97,10 +105,14 @@ class BatchMixer:
             return self.tx
         np.bitwise_or(self.rx, self._variant_np, out=self._idx)
         np.take(DECODE_VARIANTS, self._idx, out=self._dec, mode="wrap")  # indices always valid; wrap is the fastest unbuffered mode
-        np.add.reduceat(self._dec, self._starts, axis=0, out=self._totals)
-        np.take(self._totals, self._group_of_row, axis=0, out=self._out, mode="clip")
+        contributing = self.contrib_hook(self._dec) if self.contrib_hook is not None else None
         out = self._out
-        np.subtract(out, self._dec, out=out)
+        if contributing is None:
+            np.add.reduceat(self._dec, self._starts, axis=0, out=self._totals)
+            np.take(self._totals, self._group_of_row, axis=0, out=out, mode="clip")
+            np.subtract(out, self._dec, out=out)
+        else:
+            self._sum_rows(contributing)
         if beep_rows:
             out[list(beep_rows)] += self.beep_frames[list(beep_frames)]
         for row, pcm in extra:
@@ -109,6 +121,23 @@ class BatchMixer:
         np.add(out, self._enc_off, out=out)
         np.take(ENCODE_BOTH, out, out=self.tx, mode="clip")
         return self.tx
+
+    def _sum_rows(self, rows: np.ndarray) -> None:
+        """The N-1 mix from ``rows`` alone: only their frames are summed (the
+        saving when few talk), everyone hears their group's total, and only
+        those rows have their own frame taken back out."""
+        totals = self._totals
+        totals.fill(0)
+        out = self._out
+        if len(rows):
+            frames = self._dec[rows]
+            groups = self._group_of_row[rows]
+            first = np.flatnonzero(np.diff(groups, prepend=-1))  # rows are grouped: runs per group
+            totals[groups[first]] = np.add.reduceat(frames, first, axis=0)
+            np.take(totals, self._group_of_row, axis=0, out=out, mode="clip")
+            out[rows] -= frames
+        else:
+            out.fill(0)
 
     def decoded(self) -> np.ndarray:
         """Decoded input of the last tick (tests)."""
@@ -119,12 +148,19 @@ class Conference:
     """A set of endpoints that hear each other.
 
     Members need two attributes: ``conference`` (the Conference they are in,
-    or None) and ``beep_frame`` (next beep frame to play, -1 when none).
+    or None) and ``beep_frame`` (next beep frame to play, -1 when none); with
+    ``beeps`` also ``beep_end`` (the frame where their beep stops).
+
+    ``beeps`` = (join beep end, leave beep start, leave beep end) in the
+    mixer's beep table, or None: no leave beep. With a leave beep, everyone
+    left hears it when a member leaves (SPEC 12).
     """
 
-    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, on_change: Callable[[], None] | None = None,
+                 beeps: tuple[int, int, int] | None = None) -> None:
         self._members: list = []
         self._on_change = on_change or (lambda: None)
+        self._beeps = beeps
 
     def add(self, endpoint) -> None:
         if getattr(endpoint, "closed", False):
@@ -135,15 +171,21 @@ class Conference:
             endpoint.conference.remove(endpoint)
         for member in self._members:
             member.beep_frame = 0
+            if self._beeps is not None:
+                member.beep_end = self._beeps[0]
         self._members.append(endpoint)
         endpoint.conference = self
         self._on_change()
 
-    def remove(self, endpoint) -> None:
+    def remove(self, endpoint, beep: bool = True) -> None:
+        """``beep=False``: no leave beep (everyone is being sent away)."""
         if endpoint.conference is not self:
             return
         self._members.remove(endpoint)
         endpoint.conference = None
+        if beep and self._beeps is not None and self._beeps[2] > self._beeps[1]:
+            for member in self._members:
+                member.beep_frame, member.beep_end = self._beeps[1], self._beeps[2]
         self._on_change()
 
     @property

@@ -28,9 +28,11 @@ from .clock import TickClock
 from .codecs import MUTED_OFFSET, SILENCE_BYTE, VARIANT_OFFSETS, codec_index
 from .conference import BatchMixer, Conference as _Conference, make_beep
 from .dtmf import DtmfDetector
+from .inband_dtmf import FrameClassifier, InbandDtmf, windows_of
 from .jitter import FRAME, JitterBuffer
 from .rtp import HEADER_SIZE, RTP_HEADER, RtpSender, TELEPHONE_EVENT
 from .wideband import RTP_STEP, WidebandMix, check_codec, wide_stream
+from .talk import TalkDetector
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,7 @@ class RtpEndpoint:
         "payload_type", "telephone_event_pt", "remote", "_dest", "_latched", "_latched_at", "_audio_ssrc",
         "_variants", "jitter", "dtmf", "_sender", "_ts0", "_first_tick", "_last_rx", "_timed_out",
         "_prompt", "_prompt_pos", "_prompt_done", "dropped", "_fd", "_stream", "_wide",
+        "beep_end", "muted", "talking", "inband",
     )
 
     def __init__(self, engine: "MediaEngine", rtp: socket.socket, rtcp: socket.socket, *, codec: str,
@@ -102,6 +105,11 @@ class RtpEndpoint:
         self.rtp_timeout = rtp_timeout
         self.conference: Conference | None = None
         self.beep_frame = -1
+        self.beep_end = engine._mixer.join_end
+        self.muted = False     # SPEC 12: left out of the mix sum (set_muted)
+        self.talking = False   # SPEC 12: talk detection, kept by the engine
+        # no telephone-event: keypad digits are looked for in the audio
+        self.inband: InbandDtmf | None = InbandDtmf() if telephone_event_pt is None else None
         self._row = -1
         self.closed = False
         self.on_hold = False
@@ -160,6 +168,9 @@ class RtpEndpoint:
         self.payload_type = payload_type
         self._sender.payload_type = payload_type
         self.telephone_event_pt = -1 if telephone_event_pt is None else telephone_event_pt
+        if (telephone_event_pt is None) != (self.inband is not None):
+            self.inband = InbandDtmf() if telephone_event_pt is None else None
+            self._engine._dirty = True  # the engine's list of in-band rows
         if remote != self.remote:
             # media moved (re-INVITE): latch again on what arrives next
             self.remote = remote
@@ -182,6 +193,16 @@ class RtpEndpoint:
         if on_hold != self.on_hold:
             self._engine._sends_dirty = True
         self.on_hold = on_hold
+
+    def set_muted(self, muted: bool) -> None:
+        """Muted: out of the mix sum (the others do not hear us); we still
+        hear them, and in-band digits are still read (so *6 can unmute)."""
+        self.muted = muted
+        engine = self._engine
+        if 0 <= self._row < len(engine._muted) and engine._rows[self._row] is self:
+            engine._muted[self._row] = muted
+        else:
+            engine._dirty = True
 
     def play(self, pcm: np.ndarray, on_done: Callable[[], None] | None = None) -> None:
         pcm = np.asarray(pcm)
@@ -330,15 +351,29 @@ class RtpEndpoint:
 
 
 class MediaEngine:
-    def __init__(self, bind: str, *, beep_hz: int = 1000, beep_ms: int = 250, max_mix_rate: int = 48000) -> None:
+    def __init__(self, bind: str, *, beep_hz: int = 1000, beep_ms: int = 250, leave_beep_hz: int = 0,
+                 leave_beep_ms: int = 250, talk_threshold_dbfs: float = -45.0,
+                 max_mix_rate: int = 48000) -> None:
         self.bind = bind
         self.max_mix_rate = max_mix_rate
         self._wide_mixes: dict[int, tuple[object, WidebandMix]] = {}  # id(conference or endpoint) ->
         self.beep = make_beep(beep_hz, beep_ms)
         self.stats = EngineStats()
         self.clock = TickClock()
-        self._mixer = BatchMixer(self.beep)
+        leave = make_beep(leave_beep_hz, leave_beep_ms) if leave_beep_hz > 0 else None
+        self._mixer = BatchMixer(self.beep, leave)
         self._n_beep_frames = len(self._mixer.beep_frames)
+        join_end = self._mixer.join_end
+        self._beeps = (join_end, join_end, self._n_beep_frames)  # leave beep: [join_end, end)
+        # SPEC 12: talk detection and in-band DTMF, batched in the tick
+        # (BatchMixer.contrib_hook); talk changes go to on_talk once per tick.
+        self.on_talk: Callable[[list[tuple["RtpEndpoint", bool]]], None] | None = None
+        self._talk = TalkDetector(talk_threshold_dbfs, FRAME)
+        self._muted = np.zeros(0, dtype=bool)
+        self._dtmf_classifier = FrameClassifier(FRAME)
+        self._inband_rows: list[tuple[int, RtpEndpoint]] = []
+        self._inband_index = np.zeros(0, dtype=np.intp)
+        self._mixer.contrib_hook = self._contributing
         self._endpoints: list[RtpEndpoint] = []
         self._rows: list[RtpEndpoint] = []
         self._players: set[RtpEndpoint] = set()
@@ -415,7 +450,7 @@ class MediaEngine:
             pass
 
     def new_conference(self) -> Conference:
-        return Conference(self._mark_dirty)
+        return Conference(self._mark_dirty, self._beeps)
 
     # -- internals --------------------------------------------------------------------------------
     def _watch(self, ep: RtpEndpoint) -> None:
@@ -492,6 +527,53 @@ class MediaEngine:
             stats.packets_in += n_in
             stats.packets_dropped += dropped
 
+    def _contributing(self, decoded: np.ndarray) -> np.ndarray | None:
+        """BatchMixer.contrib_hook: in-band digits, then talk detection, for
+        every row at once; the rows whose frame goes into the mix sum."""
+        silenced = self._muted
+        if self._inband_rows:
+            silenced = silenced.copy()
+            silenced[self._inband(decoded)] = True
+        changed = self._talk.update(decoded, silenced if silenced.any() else None)
+        talking = self._talk.talking
+        if len(changed):
+            rows = self._rows
+            changes = []
+            for r in changed.tolist():
+                ep = rows[r]
+                ep.talking = bool(talking[r])
+                changes.append((ep, ep.talking))
+            if self.on_talk is not None and self._loop is not None:
+                self._loop.call_soon(self._report_talk, changes)
+        if talking.all():
+            return None
+        return np.flatnonzero(talking)
+
+    def _inband(self, decoded: np.ndarray) -> list[int]:
+        """In-band DTMF of the rows without telephone-event: digits reported,
+        and the rows whose audio is a tone now (kept out of the mix)."""
+        states = [ep.inband for _, ep in self._inband_rows]
+        windows = windows_of(states, decoded[self._inband_index])
+        digit, spectrum, low, high = self._dtmf_classifier.classify(windows)
+        suppressed = []
+        for i, (row, ep) in enumerate(self._inband_rows):
+            state = states[i]
+            for w in (2 * i, 2 * i + 1):
+                d = state.step(int(digit[w]), spectrum[w], int(low[w]), int(high[w]))
+                if d:
+                    ep._emit_digits(d)
+            if state.suppressing:
+                suppressed.append(row)
+        return suppressed
+
+    def _report_talk(self, changes: list) -> None:
+        if self.on_talk is None:
+            return
+        try:
+            self.on_talk([(ep, talking) for ep, talking in changes if not ep.closed])
+        except Exception:  # a callback bug must not stop the media engine
+            log.exception("talk callback failed")
+
     def _mark_dirty(self) -> None:
         self._dirty = True
 
@@ -560,6 +642,10 @@ class MediaEngine:
             ep._wide = None
         self._rows = rows
         self._mixer.set_layout([ep._codec_i for ep in rows], sizes)
+        self._talk.set_rows([ep.talking for ep in rows])
+        self._muted = np.array([ep.muted for ep in rows], dtype=bool)
+        self._inband_rows = [(i, ep) for i, ep in enumerate(rows) if ep.inband is not None]
+        self._inband_index = np.array([i for i, _ in self._inband_rows], dtype=np.intp)
         self._set_packets(rows)
         self._set_wide(wide)
         self._dirty = False
@@ -718,7 +804,6 @@ class MediaEngine:
         variant = mixer.variant
         beep_rows: list[int] = []
         beep_idx: list[int] = []
-        n_beep = self._n_beep_frames
         concealed = 0
         for row, ep in enumerate(rows):
             st = ep.jitter.pop_into(rx, row * FRAME)
@@ -731,7 +816,7 @@ class MediaEngine:
                     beep_rows.append(row)
                     beep_idx.append(b)
                 b += 1
-                ep.beep_frame = b if b < n_beep else -1
+                ep.beep_frame = b if b < ep.beep_end else -1
         stats.frames_concealed += concealed
         extra = []
         finished = []

@@ -20,6 +20,7 @@ __all__ = [
     "load_prompt",
     "load_prompts",
     "make_beep",
+    "make_waiting_music",
 ]
 
 RATE_HZ = 8000
@@ -32,7 +33,25 @@ PROMPT_NAMES: tuple[str, ...] = (
     "goodbye",
     "room_full",
     "first_participant",
-)
+    # in the conference (SPEC 12)
+    "muted",
+    "unmuted",
+    "locked",
+    "unlocked",
+    "conference_locked",
+    "not_allowed",
+    "all_muted",
+    "all_unmuted",
+    "participant_removed",
+    "waiting_for_moderator",
+    "count_others_0",
+    "count_others_1",
+    "count_others_before",
+    "count_others_after",
+    "count_total_1",
+    "count_total_before",
+    "count_total_after",
+) + tuple(f"number_{n}" for n in range(100))
 
 _RAMP_MS = 5
 # Names end up in a file path: keep them to plain identifiers.
@@ -136,3 +155,25 @@ def make_beep(hz: int, ms: int, rate: int = RATE_HZ, level_dbfs: float = -10.0) 
         tone[:ramp] *= rise
         tone[count - ramp:] *= rise[::-1]
     return np.clip(np.rint(tone), -32768, 32767).astype(np.int16)
+
+
+def make_waiting_music(rate: int = RATE_HZ, level_dbfs: float = -24.0) -> np.ndarray:
+    """Soft music for callers waiting for the moderator: a slow arpeggio of
+    four chords (C, A minor, F, G), each note a sine with a gentle second
+    harmonic and a decaying envelope, about 8 s long so that it loops. Made
+    here rather than shipped: no licence question and nothing to remake.
+    Quiet (``level_dbfs`` peak) so that it stays in the background."""
+    chords = ((261.63, 329.63, 392.00), (220.00, 261.63, 329.63),
+              (174.61, 220.00, 261.63), (196.00, 246.94, 293.66))
+    note_s = 0.5
+    n_note = round(rate * note_s)
+    t = np.arange(n_note) / rate
+    envelope = (1.0 - np.exp(-t / 0.02)) * np.exp(-t / 0.35)
+    pieces = []
+    for chord in chords:
+        for hz in chord + (chord[1],):  # up and back: four notes per chord
+            note = np.sin(2 * np.pi * hz * t) + 0.2 * np.sin(4 * np.pi * hz * t)
+            pieces.append(note * envelope)
+    music = np.concatenate(pieces)
+    music *= 32767.0 * 10.0 ** (level_dbfs / 20.0) / np.abs(music).max()
+    return np.rint(music).astype(np.int16)

@@ -66,7 +66,10 @@ class Call:
     def feed_digit(self, digit: str) -> None:
         if self.digits is not None and self.state is not CallState.ENDED:
             self.server.metrics.digits.inc()
-            self.digits.feed(digit)
+            if self._joined_room is not None:
+                self.server.controls.digit(self, digit)  # in the conference: keys (SPEC 12)
+            else:
+                self.digits.feed(digit)
 
     def confirmed(self) -> None:
         """The ACK for our 2xx arrived: start the caller's flow."""
@@ -121,12 +124,14 @@ class Call:
         if directory.is_full(room):
             await self._goodbye(f"room {room.extension} full", prompts["room_full"])
             return
+        conference, moderator = None, False
         for _ in range(MAX_ATTEMPTS):
             if self.server.security.caller_banned(self.caller):
                 break
             conference_id = await self.digits.ask(prompts["enter_conference_id"])
             pin = await self.digits.ask(prompts["enter_pin"])
-            conference = directory.admit(room, conference_id, pin)
+            admitted = directory.admit_role(room, conference_id, pin)
+            conference, moderator = admitted if admitted else (None, False)
             if conference is not None:
                 break
             log.info("call %s: wrong conference ID or PIN for room %s (id %r)",
@@ -142,14 +147,18 @@ class Call:
         if directory.is_full(room):
             await self._goodbye(f"room {room.extension} full", prompts["room_full"])
             return
-        before = directory.join(room, conference, self.endpoint)
+        controls = self.server.controls
+        if not moderator and controls.is_locked(room, conference):
+            await self.digits.say(prompts["conference_locked"])
+            await self._goodbye(f"conference {conference.id} of room {room.extension} locked")
+            return
         self.conference = conference
         self._joined_room = room
-        log.info("call %s: joined conference %s of room %s (%d participants)",
-                 self.call_id, conference.id, room.extension, before + 1)
-        if before == 0:
-            await self.digits.say(prompts["first_participant"])
-        # In the conference until BYE or timeout; digits are ignored from here.
+        participant = controls.join(self, room, conference, moderator=moderator)
+        log.info("call %s: joined conference %s of room %s as participant %s%s (%d in the room)",
+                 self.call_id, conference.id, room.extension, participant.id,
+                 " (moderator)" if moderator else "", directory.room_count(room))
+        # In the conference until BYE or timeout; digits go to the controls from here.
 
     async def _goodbye(self, reason: str, prompt=None) -> None:
         assert self.digits is not None
@@ -160,7 +169,7 @@ class Call:
 
     def leave_conference(self) -> None:
         if self.conference is not None and self._joined_room is not None:
-            self.server.conferences.leave(self._joined_room, self.conference, self.endpoint)
+            self.server.controls.leave(self)
             log.info("call %s: left conference %s of room %s",
                      self.call_id, self.conference.id, self._joined_room.extension)
             self.conference = None

@@ -142,6 +142,9 @@ class ServerConfig:
     # SPEC 10: enabled audio codecs (canonical names) and the highest mix rate
     codecs: tuple[str, ...] = ("OPUS", "G722", "PCMA", "PCMU")
     max_mix_rate: int = 48000
+    # SPEC 12: a participant is "talking" while their level is above this
+    # (RMS relative to a full-scale sine), with 300 ms of hangover.
+    talk_threshold_dbfs: float = -45.0
 
     @property
     def advertised_address(self) -> str:
@@ -198,6 +201,10 @@ class TrunkConfig:
 class ConferenceConfig:
     id: str
     pin: str
+    # SPEC 12: entered at the PIN step instead of the PIN, joins as moderator.
+    moderator_pin: str | None = None
+    wait_for_moderator: bool = False  # callers wait, unmixed, until a moderator is in
+    end_with_moderator: bool = False  # the last moderator leaving hangs everyone up
 
 
 @dataclass(frozen=True)
@@ -219,6 +226,9 @@ class RoomConfig:
 class SoundsConfig:
     join_beep_hz: int = 1000
     join_beep_ms: int = 250
+    leave_beep_hz: int = 500  # 0 = no leave beep
+    leave_beep_ms: int = 250
+    announce_count: bool = True  # a newcomer hears "there are N other participants"
 
 
 @dataclass(frozen=True)
@@ -432,6 +442,27 @@ class _Table:
         self.problem(key, f"must be an integer {span}{what}, got {_show(value)}")
         return default
 
+    def boolean(self, key: str, default: bool) -> bool:
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if isinstance(value, bool):
+            return value
+        hint = " (write it unquoted)" if isinstance(value, str) and value.lower() in ("true", "false") else ""
+        self.problem(key, f"must be true or false, got {_show(value)}{hint}")
+        return default
+
+    def real(self, key: str, default: float, lo: float, hi: float, *, what: str = "") -> float:
+        """Any finite integer or float within [lo, hi]."""
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+                and lo <= value <= hi:
+            return float(value)
+        self.problem(key, f"must be a number from {lo:g} to {hi:g}{what}, got {_show(value)}")
+        return default
+
     def number(self, key: str, default: float, *, what: str = "a number > 0") -> float:
         """A positive duration in seconds: integer or float, finite."""
         if key not in self.data:
@@ -583,7 +614,8 @@ class _Parser:
             "[server]",
             data,
             ("bind", "advertise", "sip_port", "rtp_ports", "domain", "language", "rtp_timeout",
-             "digest_algorithms", "metrics_port", "answer_delay_ms", "codecs", "max_mix_rate"),
+             "digest_algorithms", "metrics_port", "answer_delay_ms", "codecs", "max_mix_rate",
+             "talk_threshold_dbfs"),
         )
         bind = t.string("bind", d.bind)
         if bind is not None and not _is_ip(bind):
@@ -651,6 +683,7 @@ class _Parser:
         if max_mix_rate not in MIX_RATES:
             t.problem("max_mix_rate", f"must be 8000, 16000 or 48000, got {_show(max_mix_rate)}")
             max_mix_rate = d.max_mix_rate
+        talk_threshold = t.real("talk_threshold_dbfs", d.talk_threshold_dbfs, -96, 0, what=" (dBFS)")
         server = ServerConfig(
             bind=bind or d.bind,
             advertise=advertise if advertise is not None else d.advertise,
@@ -665,6 +698,7 @@ class _Parser:
             answer_delay_ms=answer_delay_ms,
             codecs=codecs,
             max_mix_rate=max_mix_rate,
+            talk_threshold_dbfs=talk_threshold,
         )
         if t.has("sip_port") or t.has("rtp_ports") or t.has("metrics_port"):
             self.problems.extend(_server_port_clashes(server, "[server] sip_port", "[server] metrics_port"))
@@ -778,9 +812,19 @@ class _Parser:
             t.problem("conferences", f"must be an array of tables [[rooms.conferences]], got {_show(conf_value)}")
         ids: dict[str, int] = {}
         for j, conf in conf_items:
-            ct = _Table(self.problems, f"{where} [[rooms.conferences]] #{j}", conf, ("id", "pin"))
+            ct = _Table(self.problems, f"{where} [[rooms.conferences]] #{j}", conf,
+                        ("id", "pin", "moderator_pin", "wait_for_moderator", "end_with_moderator"))
             conf_id = self.digits(ct, "id", ct.string("id", None, required='digits, e.g. "1234"'))
             pin = self.digits(ct, "pin", ct.string("pin", None, required='digits, e.g. "4321"'))
+            moderator_pin = self.digits(ct, "moderator_pin", ct.string("moderator_pin", None))
+            if moderator_pin is not None and moderator_pin == pin:
+                ct.problem("moderator_pin", "must differ from pin (the PIN step tells the two apart)")
+                moderator_pin = None
+            wait = ct.boolean("wait_for_moderator", False)
+            end = ct.boolean("end_with_moderator", False)
+            if (wait or end) and moderator_pin is None and not ct.has("moderator_pin"):
+                which = "wait_for_moderator" if wait else "end_with_moderator"
+                ct.problem(which, "needs a moderator_pin (nobody could join as moderator)")
             if conf_id is not None:
                 if conf_id in ids:
                     ct.problem("id", f"{conf_id!r} is already used by [[rooms.conferences]] #{ids[conf_id]} of this room")
@@ -788,7 +832,7 @@ class _Parser:
                 else:
                     ids[conf_id] = j
             if conf_id is not None and pin is not None:
-                conferences.append(ConferenceConfig(conf_id, pin))
+                conferences.append(ConferenceConfig(conf_id, pin, moderator_pin, wait, end))
         if extension is None:
             return None
         return RoomConfig(extension, name, tuple(numbers), max_participants, tuple(conferences))
@@ -797,10 +841,19 @@ class _Parser:
         d = SoundsConfig()
         if data is None:
             return d
-        t = _Table(self.problems, "[sounds]", data, ("join_beep_hz", "join_beep_ms"))
+        t = _Table(self.problems, "[sounds]", data,
+                   ("join_beep_hz", "join_beep_ms", "leave_beep_hz", "leave_beep_ms", "announce_count"))
         hz = t.integer("join_beep_hz", d.join_beep_hz, 100, 3999, what=" (below the 4 kHz Nyquist limit of 8 kHz audio)")
         ms = t.integer("join_beep_ms", d.join_beep_ms, 20, 2000, what=" milliseconds")
-        return SoundsConfig(hz, ms)
+        leave_hz = d.leave_beep_hz
+        if t.has("leave_beep_hz") and data["leave_beep_hz"] == 0 and not isinstance(data["leave_beep_hz"], bool):
+            leave_hz = 0
+        else:
+            leave_hz = t.integer("leave_beep_hz", d.leave_beep_hz, 100, 3999,
+                                 what=" (or 0 = off; below the 4 kHz Nyquist limit of 8 kHz audio)")
+        leave_ms = t.integer("leave_beep_ms", d.leave_beep_ms, 20, 2000, what=" milliseconds")
+        announce = t.boolean("announce_count", d.announce_count)
+        return SoundsConfig(hz, ms, leave_hz, leave_ms, announce)
 
     def security(self, data: dict[str, Any] | None) -> SecurityConfig:
         d = SecurityConfig()

@@ -19,7 +19,9 @@ from mixer.sounds import load_prompts
 from . import __version__
 from .call import Call, CallState, Flow
 from .config import Config, digits_of
+from .controls import Controls, log_event
 from .digest import AuthOutcome, DigestAuthenticator
+from .events import EventBus
 from .ivr import DigitCollector, digit_from_info
 from .metrics import MediaStatsCollector, Metrics
 from .ports import RtpPortPool
@@ -70,6 +72,9 @@ class SipServer:
         self.metrics = Metrics()
         self.media: MediaEngine | None = None
         self.conferences: ConferenceDirectory | None = None
+        self.controls: Controls | None = None
+        self.events = EventBus()  # SPEC 13 events; the log is one subscriber
+        self.events.subscribe(log_event)
         self.calls: dict[str, Call] = {}
         self.transport = SipTransport(server.bind, server.sip_port, self.on_message)
         self._timer_task: asyncio.Task | None = None
@@ -83,10 +88,16 @@ class SipServer:
 
     async def start(self) -> None:
         server = self.config.server
-        self.media = MediaEngine(server.bind, beep_hz=self.config.sounds.join_beep_hz,
-                                 beep_ms=self.config.sounds.join_beep_ms, max_mix_rate=server.max_mix_rate)
+        sounds = self.config.sounds
+        self.media = MediaEngine(server.bind, beep_hz=sounds.join_beep_hz, beep_ms=sounds.join_beep_ms,
+                                 leave_beep_hz=sounds.leave_beep_hz, leave_beep_ms=sounds.leave_beep_ms,
+                                 talk_threshold_dbfs=server.talk_threshold_dbfs,
+                                 max_mix_rate=server.max_mix_rate)
         self.media.start()
         self.conferences = ConferenceDirectory(self.media.new_conference)
+        self.controls = Controls(self.events, self.conferences, lambda: self.prompts, self.hang_up,
+                                 announce_count=sounds.announce_count)
+        self.media.on_talk = self.controls.on_talk
         await self.transport.start()
         self._timer_task = asyncio.get_running_loop().create_task(self._run_timers())
         if self.trunk_registrations:
@@ -120,7 +131,7 @@ class SipServer:
         self.metrics.close()
 
     # Keys a running server cannot take over: its sockets are bound already.
-    RESTART_KEYS = ("bind", "sip_port", "metrics_port")
+    RESTART_KEYS = ("bind", "sip_port", "metrics_port", "talk_threshold_dbfs")
 
     def reload(self, config: Config) -> list[str]:
         """Apply a new, valid configuration to the running server (SIGHUP).

@@ -181,7 +181,7 @@ def test_room_full_prompt_and_bye(make_server):
         assert wait_until(lambda: joined_count(server) == 2, 15)
         assert c.call("800").status == 200
         assert c.wait_for_bye(15)
-        assert "room 800 full" in server.log()
+        assert wait_until(lambda: "room 800 full" in server.log(), 2)  # logged just after the BYE
         assert c.rms(seconds=10) > 100, "the room-full prompt was not played"
     finally:
         for phone in (a, b, c):

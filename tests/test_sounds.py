@@ -14,7 +14,12 @@ def test_prompt_names_and_languages():
     assert set(PROMPT_NAMES) == {
         "welcome", "enter_conference_id", "enter_pin", "invalid",
         "goodbye", "room_full", "first_participant",
-    }
+        # SPEC 12
+        "muted", "unmuted", "locked", "unlocked", "conference_locked", "not_allowed", "all_muted",
+        "all_unmuted", "participant_removed", "waiting_for_moderator", "count_others_0", "count_others_1",
+        "count_others_before", "count_others_after", "count_total_1", "count_total_before",
+        "count_total_after",
+    } | {f"number_{n}" for n in range(100)}
     assert set(LANGUAGES) == {"en", "fr"}
 
 
