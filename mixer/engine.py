@@ -365,6 +365,8 @@ class MediaEngine:
         self._n_beep_frames = len(self._mixer.beep_frames)
         join_end = self._mixer.join_end
         self._beeps = (join_end, join_end, self._n_beep_frames)  # leave beep: [join_end, end)
+        # the same table (join beep frames, then the leave beep's) for the general path
+        self._beep_table = self._mixer.beep_frames.reshape(-1).astype(np.int16)
         # SPEC 12: talk detection and in-band DTMF, batched in the tick
         # (BatchMixer.contrib_hook); talk changes go to on_talk once per tick.
         self.on_talk: Callable[[list[tuple["RtpEndpoint", bool]]], None] | None = None
@@ -448,6 +450,16 @@ class MediaEngine:
             await asyncio.wait_for(waiter, timeout)
         except asyncio.TimeoutError:
             pass
+
+    def attach(self, ep) -> None:
+        """Take in a participant that has no RTP socket (``pcm_endpoint.PcmEndpoint``):
+        mixed on the general path, ``ep.close()`` takes it out again."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        ep._loop = self._loop
+        self._endpoints.append(ep)
+        self.stats.participants = len(self._endpoints)
+        self._dirty = True
 
     def new_conference(self) -> Conference:
         return Conference(self._mark_dirty, self._beeps)
@@ -657,7 +669,7 @@ class MediaEngine:
         self._wide_mixes = {}
         for key, members in groups:
             hit = old.get(id(key))
-            wm = hit[1] if hit is not None and hit[0] is key else WidebandMix(self.beep)
+            wm = hit[1] if hit is not None and hit[0] is key else WidebandMix(self._beep_table)
             wm.set_members(members)
             self._wide_mixes[id(key)] = (key, wm)
             for ep in members:
@@ -679,6 +691,9 @@ class MediaEngine:
         return 8000, self._mixer._totals[g]
 
     def _wide_send(self, ep: RtpEndpoint, payload: bytes) -> None:
+        if ep._sock is None:  # a PcmEndpoint (pcm_endpoint.py): the frame itself, no RTP
+            ep._deliver(payload)
+            return
         stream = ep._stream
         step = stream.step if stream is not None else FRAME
         header = ep._sender.next_header(ep._ts0 + (self._tick_index - ep._first_tick) * step)

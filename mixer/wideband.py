@@ -332,7 +332,7 @@ class WidebandMix:
     def _contributing(self, eps: list) -> np.ndarray:
         """Rows whose audio goes into the mix (hold takes one out). The one
         place a mute/moderator mask joins the wideband path."""
-        return np.fromiter((not ep.on_hold for ep in eps), dtype=bool, count=len(eps))
+        return np.fromiter((not (ep.on_hold or ep.muted) for ep in eps), dtype=bool, count=len(eps))
 
     def tick(self, n_beep: int, send: Callable[[object, bytes], None],
              prompt_done: Callable[[object], None]) -> int:
@@ -394,7 +394,7 @@ class WidebandMix:
             b = ep.beep_frame
             if b >= 0:
                 b2 = b + 1
-                ep.beep_frame = b2 if b2 < n_beep else -1
+                ep.beep_frame = b2 if b2 < ep.beep_end else -1  # join beep, or leave beep (SPEC 12)
             if ep.on_hold or ep._dest is None or ep.closed:
                 continue
             prompt = ep._prompt
