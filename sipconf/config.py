@@ -25,6 +25,7 @@ from .netaddr import is_wildcard
 
 __all__ = [
     "DEMO_CONFIG_TOML",
+    "AdminConfig",
     "DIGEST_ALGORITHMS",
     "Config",
     "ConfigError",
@@ -240,6 +241,18 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """SPEC 13 ``[admin]``: the HTTP API and console (sipconf/admin/)."""
+
+    bind: str = "127.0.0.1"
+    port: int = 8080
+    token: str = ""  # bearer token, at least ADMIN_TOKEN_MIN characters
+
+
+ADMIN_TOKEN_MIN = 16
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     receptionist: ReceptionistConfig = field(default_factory=ReceptionistConfig)
@@ -248,6 +261,7 @@ class Config:
     rooms: tuple[RoomConfig, ...] = ()
     sounds: SoundsConfig = field(default_factory=SoundsConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    admin: AdminConfig | None = None  # absent table: no HTTP administration
 
     def summary(self) -> str:
         """One line for ``check-config`` and the startup log."""
@@ -502,6 +516,7 @@ class _Parser:
         "rooms": "array",
         "sounds": "table",
         "security": "table",
+        "admin": "table",
     }
 
     def __init__(self) -> None:
@@ -601,9 +616,10 @@ class _Parser:
         rooms = tuple(r for i, d in self.array(data, "rooms") if (r := self.room(i, d)) is not None)
         sounds = self.sounds(self.table(data, "sounds"))
         security = self.security(self.table(data, "security"))
+        admin = self.admin(self.table(data, "admin"), server) if "admin" in data else None
         if self.problems:
             raise ConfigError(self.problems)
-        return Config(server, receptionist, extensions, trunks, rooms, sounds, security)
+        return Config(server, receptionist, extensions, trunks, rooms, sounds, security, admin=admin)
 
     def server(self, data: dict[str, Any] | None) -> ServerConfig:
         d = ServerConfig()
@@ -866,6 +882,31 @@ class _Parser:
             window=t.number("window", d.window, what="a number of seconds > 0"),
             ban=t.number("ban", d.ban, what="a number of seconds > 0"),
         )
+
+
+    def admin(self, data: dict[str, Any] | None, server: ServerConfig) -> AdminConfig | None:
+        """``[admin]`` when the table is present (absent: off, never called)."""
+        if data is None:  # not a table: already reported
+            return None
+        d = AdminConfig()
+        t = _Table(self.problems, "[admin]", data, ("bind", "port", "token"))
+        bind = t.string("bind", d.bind)
+        if bind is not None and not _is_ip(bind):
+            t.problem("bind", f"must be an IP address such as \"127.0.0.1\", got {_show(bind)}")
+            bind = None
+        port = t.integer("port", d.port, 1, 65535)
+        if t.has("port") and port in (server.sip_port, server.metrics_port):
+            other = "sip_port (SIP listens on TCP too)" if port == server.sip_port else "metrics_port"
+            t.problem("port", f"{port} is also [server] {other}")
+        token = t.string("token", None, required=f"a secret of at least {ADMIN_TOKEN_MIN} characters")
+        if token is not None and len(token) < ADMIN_TOKEN_MIN:
+            t.problem("token", f"must be at least {ADMIN_TOKEN_MIN} characters, got {len(token)} "
+                               "(e.g. the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(24))')")
+            token = None
+        elif token is not None and (token != token.strip() or any(c in token for c in "\r\n")):
+            t.problem("token", "must not start or end with spaces nor hold a line break (it is sent in an HTTP header)")
+            token = None
+        return AdminConfig(bind=bind or d.bind, port=port, token=token or "")
 
 
 def _server_port_clashes(server: ServerConfig, sip_where: str, metrics_where: str) -> list[str]:

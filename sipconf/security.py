@@ -16,6 +16,9 @@ from .config import SecurityConfig
 SCANNER_AGENTS = ("friendly-scanner", "sipvicious", "sipcli", "sip-scan", "sipsak", "iwar",
                   "sundayddr", "vaxsipuseragent", "cantcoco", "pplsip", "sip hacker")
 
+# SPEC 13: wrong admin tokens from one address within [security] window that ban it.
+ADMIN_TOKEN_FAILURES = 10
+
 # Bound on how many sources we track at once, so that a flood of spoofed
 # addresses cannot grow memory without limit.
 MAX_TRACKED = 100_000
@@ -72,11 +75,14 @@ class Security:
     def __init__(self, config: SecurityConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.auth = FailureCounter(config.auth_failures, config.window, config.ban, clock)
         self.pins = FailureCounter(config.pin_failures, config.window, config.ban, clock)
+        # Wrong bearer tokens on the admin HTTP port (sipconf/admin), per address.
+        self.admin = FailureCounter(ADMIN_TOKEN_FAILURES, config.window, config.ban, clock)
 
     def reconfigure(self, config: SecurityConfig) -> None:
         """New numbers (config reload); failures counted and bans given so far stay."""
         for counter, limit in ((self.auth, config.auth_failures), (self.pins, config.pin_failures)):
             counter.limit, counter.window, counter.ban = limit, config.window, config.ban
+        self.admin.window, self.admin.ban = config.window, config.ban
 
     def source_banned(self, address: str) -> bool:
         return self.auth.banned(address)

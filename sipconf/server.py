@@ -17,6 +17,7 @@ from mixer.engine import MediaEngine
 from mixer.sounds import load_prompts
 
 from . import __version__
+from .admin import AdminServer, start_admin
 from .call import Call, CallState, Flow
 from .config import Config, digits_of
 from .controls import Controls, log_event
@@ -73,6 +74,7 @@ class SipServer:
         self.media: MediaEngine | None = None
         self.conferences: ConferenceDirectory | None = None
         self.controls: Controls | None = None
+        self.admin: AdminServer | None = None  # SPEC 13 [admin], started with the server
         self.events = EventBus()  # SPEC 13 events; the log is one subscriber
         self.events.subscribe(log_event)
         self.calls: dict[str, Call] = {}
@@ -110,6 +112,7 @@ class SipServer:
         self.metrics.watch("sipconf_rtp_ports_free", "RTP ports free", lambda: self.ports.available)
         self.metrics.collect_from(MediaStatsCollector(lambda: self.media.stats if self.media else None))
         await self.metrics.serve(server.bind, server.metrics_port, quiet_moment=self.media.after_tick)
+        self.admin = await start_admin(self)
         log.info("sipconf listening on %s:%d (UDP, TCP); %s", bracket(server.bind), server.sip_port, self.config.summary())
 
     async def shutdown(self) -> None:
@@ -125,6 +128,8 @@ class SipServer:
             await asyncio.sleep(0.05)
         if self._timer_task is not None:
             self._timer_task.cancel()
+        if self.admin is not None:
+            await self.admin.close()
         await self.transport.close()
         if self.media is not None:
             await self.media.close()
