@@ -78,7 +78,8 @@ class Participant:
         codec = getattr(selection, "codec", None)
         return {
             "id": self.id, "caller": self.call.caller, "name": getattr(self.call, "display_name", "") or "",
-            "codec": f"{codec}/8000" if codec else None, "srtp": False, "moderator": self.moderator,
+            # a browser participant names its own ("opus/webrtc", SPEC 14)
+            "codec": getattr(self.call, "api_codec", None) or (f"{codec}/8000" if codec else None), "srtp": False, "moderator": self.moderator,
             "muted": self.muted, "talking": self.talking, "joined_at": self.joined_at,
         }
 

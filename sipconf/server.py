@@ -646,6 +646,9 @@ class SipServer:
 
     def hang_up(self, call: Call, reason: str) -> None:
         """End a call from our side with a BYE."""
+        if not isinstance(call, Call):  # a browser participant (admin/webrtc.py): no SIP
+            call.hang_up(reason)
+            return
         if call.state is CallState.ENDED:
             return
         if call.state in (CallState.ANSWERED, CallState.CONFIRMED):
