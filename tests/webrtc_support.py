@@ -115,11 +115,11 @@ class AiortcGuest:
     """A browser participant made of aiortc: offer with a tone, POST
     /join/offer, records what it hears (48 kHz mono)."""
 
-    def __init__(self, port: int, hz: float, *, page: str | None = None) -> None:
+    def __init__(self, port: int, hz: float, *, page: str | None = None, amplitude: float = 8000) -> None:
         self.port = port
         self.page = page or str(uuid.uuid4())
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pc.addTrack(ToneTrack(hz))
+        self.pc.addTrack(ToneTrack(hz, amplitude))
         self.session: str | None = None
         self.heard: list[np.ndarray] = []
         self._reader: asyncio.Task | None = None

@@ -13,8 +13,10 @@ Media: aiortc does ICE, DTLS-SRTP and Opus. Its decoded 48 kHz frames are
 downmixed (and resampled if ``max_mix_rate`` is lower) and fed to a
 ``mixer.pcm_endpoint.PcmEndpoint``, which the engine mixes on its general
 path at the conference's rate like any G.722/Opus caller; the participant's
-mix comes back once per mixer tick and is queued for aiortc's outgoing
-track, whose ``recv()`` therefore runs at the pace of the one mixer clock.
+mix comes back once per mixer tick as one Opus packet (encoded by the mixer
+like an Opus phone's, shared by listeners who are not talking) and is
+queued for aiortc's outgoing track, whose ``recv()`` therefore runs at the
+pace of the one mixer clock; aiortc only packetises and encrypts it.
 
 The page learns how its participant ended (kicked, conference ended, ...)
 through ``GET /join/wait`` (a long poll); leaving the page sends
@@ -42,6 +44,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from mixer.pcm_endpoint import PcmEndpoint
+from mixer.resample import Resampler
 
 log = logging.getLogger("sipconf.webrtc")
 
@@ -52,6 +55,8 @@ BODY_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 20.0       # from the answer to the peer connection being up
 WAIT_POLL_S = 25.0             # a GET /join/wait answers at the latest after this long
 ENDED_KEEP_S = 60.0            # an ended session's reason stays readable this long
+OPUS_TIME_BASE = fractions.Fraction(1, 48000)  # Opus' RTP clock, whatever the audio rate
+OPUS_STEP = 960                # RTP timestamp units per 20 ms packet
 OUT_QUEUE_FRAMES = 5           # outgoing frames queued for aiortc before the oldest is dropped
 MAX_SESSIONS = 1000            # open browser sessions (beyond: 503)
 MAX_PAGES = 10000              # pages whose wrong attempts are remembered
@@ -77,9 +82,12 @@ class ServerLike(Protocol):
 class MixTrack(MediaStreamTrack):
     """The participant's mix as aiortc's outgoing audio track.
 
-    ``push`` is called by the mixer tick (one 20 ms frame); ``recv`` is awaited
-    by aiortc's sender, so it is paced by the mixer clock, not by a timer of
-    its own. A consumer that falls behind loses the oldest frames."""
+    ``push`` is called by the mixer tick with one 20 ms frame: an Opus packet
+    (bytes), which ``recv`` hands to aiortc as an ``av.Packet`` that it sends
+    as it is, or int16 PCM at ``rate``, handed over as an ``av.AudioFrame``
+    for aiortc to encode. ``recv`` is awaited by aiortc's sender, so it runs
+    at the pace of the mixer clock, not of a timer of its own. A consumer
+    that falls behind loses the oldest frames."""
 
     kind = "audio"
 
@@ -87,29 +95,35 @@ class MixTrack(MediaStreamTrack):
         super().__init__()
         self.rate = rate
         self._time_base = fractions.Fraction(1, rate)
-        self._queue: collections.deque[np.ndarray] = collections.deque(maxlen=OUT_QUEUE_FRAMES)
+        self._queue: collections.deque = collections.deque(maxlen=OUT_QUEUE_FRAMES)
         self._ready = asyncio.Event()
-        self._pts = 0
+        self._pts = 0      # at 48 kHz for packets (Opus' RTP clock), at rate for PCM
         self.pushed = 0
 
-    def push(self, pcm: np.ndarray) -> None:
-        self._queue.append(pcm)
+    def push(self, frame: bytes | np.ndarray) -> None:
+        self._queue.append(frame)
         self.pushed += 1
         self._ready.set()
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.Packet | av.AudioFrame:
         while not self._queue:
             if self.readyState != "live":
                 raise MediaStreamError
             self._ready.clear()
             await self._ready.wait()
-        pcm = self._queue.popleft()
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self.rate
-        frame.pts = self._pts
-        frame.time_base = self._time_base
-        self._pts += len(pcm)
-        return frame
+        item = self._queue.popleft()
+        if isinstance(item, bytes):
+            out = av.Packet(item)
+            out.pts = self._pts
+            out.time_base = OPUS_TIME_BASE
+            self._pts += OPUS_STEP
+            return out
+        out = av.AudioFrame.from_ndarray(item.reshape(1, -1), format="s16", layout="mono")
+        out.sample_rate = self.rate
+        out.pts = self._pts
+        out.time_base = self._time_base
+        self._pts += len(item)
+        return out
 
     def stop(self) -> None:
         super().stop()
@@ -326,7 +340,8 @@ class WebRtcBridge:
             self.end(session, refusal)
             return
         assert session.track is not None
-        endpoint = PcmEndpoint(server.media, session.track.push, timeout=server.config.server.rtp_timeout,
+        endpoint = PcmEndpoint(server.media, session.track.push, opus=True,
+                               timeout=server.config.server.rtp_timeout,
                                on_timeout=lambda: self.end(session, "no audio from the browser"))
         server.media.attach(endpoint)
         session.endpoint = endpoint
@@ -338,17 +353,16 @@ class WebRtcBridge:
 
     async def _read(self, session: BrowserSession, track) -> None:
         """The browser's decoded audio into the participant's FIFO."""
-        resampler: av.AudioResampler | None = None
+        edge = _InEdge()
         try:
             while True:
                 frame = await track.recv()
                 endpoint = session.endpoint
                 if endpoint is None or endpoint.closed:
                     continue  # not joined yet: aiortc keeps decoding, we drop
-                if resampler is None:
-                    resampler = av.AudioResampler(format="s16", layout="mono", rate=endpoint.rate)
-                for out in resampler.resample(frame):
-                    endpoint.feed(out.to_ndarray().reshape(-1))
+                pcm = edge.mono(frame, endpoint.rate)
+                if pcm is not None:
+                    endpoint.feed(pcm)
         except (MediaStreamError, asyncio.CancelledError):
             pass
         except Exception:  # noqa: BLE001 - this participant ends, nobody else
@@ -409,6 +423,37 @@ def add_webrtc_routes(app: web.Application, bridge: WebRtcBridge) -> None:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+class _InEdge:
+    """aiortc's decoded frames (48 kHz s16 stereo from its Opus decoder) as
+    int16 mono at the participant's rate: a numpy downmix, and the mixer's
+    polyphase resampler when ``max_mix_rate`` is lower (PyAV's resampler
+    cost ~150 us per frame, measured; this ~10). Other layouts go through
+    PyAV's resampler."""
+
+    def __init__(self) -> None:
+        self._down: Resampler | None = None
+        self._av: av.AudioResampler | None = None
+
+    def mono(self, frame: av.AudioFrame, rate: int) -> np.ndarray | None:
+        if frame.format.name == "s16" and frame.sample_rate == 48000 and frame.layout.name in ("stereo", "mono"):
+            x = frame.to_ndarray().reshape(-1)
+            if frame.layout.name == "stereo":
+                x = ((x[0::2].astype(np.int32) + x[1::2]) >> 1).astype(np.int16)
+            if rate == 48000:
+                return x
+            if len(x) != 960:
+                return None  # not 20 ms: aiortc's Opus decoder always gives 20 ms
+            if self._down is None or self._down.rate_out != rate:
+                self._down = Resampler(48000, rate)
+            y = self._down.process(x.reshape(1, -1).astype(np.float32))[0]
+            return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
+        if self._av is None:
+            self._av = av.AudioResampler(format="s16", layout="mono", rate=rate)
+        parts = [f.to_ndarray().reshape(-1) for f in self._av.resample(frame)]
+        return np.concatenate(parts) if parts else None
+
 
 
 class _TooLarge(Exception):
