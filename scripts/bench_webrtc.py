@@ -109,7 +109,7 @@ def _cpu_s(pid: int) -> float:
 
 async def bench_server(n: int, room: int, seconds: float, one_talker: bool = False) -> dict:
     from support import ServerProcess, wait_until
-    from webrtc_support import AiortcGuest, admin_port, http_json, webrtc_config
+    from webrtc_support import AiortcGuest, admin_port, http_json, level_at, webrtc_config
 
     conferences = tuple((str(1000 + i), str(5000 + i)) for i in range(-(-n // room)))
     port = admin_port()
@@ -141,13 +141,18 @@ async def bench_server(n: int, room: int, seconds: float, one_talker: bool = Fal
         wall = time.perf_counter() - w0
         busy = (_cpu_s(pid) - c0) / wall
         heard = (sum(len(g.heard) for g in guests) - heard0) / wall / n  # frames per s per guest
-        # each guest hears the others of its conference (not silence)
-        hearing = sum(1 for g in guests if float(np.sqrt(np.mean(g.recent(1.0).astype(np.float64) ** 2))) > 300)
-        if one_talker:  # the talker of each conference hears nobody
-            hearing += -(-n // room)
+        # every listener hears a talker of its conference (a lone talker hears silence: not counted)
+        listeners = [i for i in range(n) if not (one_talker and i % room == 0)]
+        hearing = 0
+        for i in listeners:
+            talkers = [j for j in range(i - i % room, min(n, i - i % room + room))
+                       if j != i and not (one_talker and j % room)]
+            if any(level_at(guests[i].recent(1.0), 48000, 300.0 + 37 * j) > 500 for j in talkers):
+                hearing += 1
         ticks_per_s = 50.0
         return {"n": n, "idle_cores": idle, "busy_cores": busy, "frames_heard_per_s": heard,
-                "us_per_pt": (busy - idle) / (n * ticks_per_s) * 1e6, "guests_hearing": hearing}
+                "us_per_pt": (busy - idle) / (n * ticks_per_s) * 1e6, "hearing": hearing,
+                "listeners": len(listeners)}
     finally:
         for g in guests:
             await g.close()
@@ -172,8 +177,8 @@ def main() -> None:
         r = asyncio.run(bench_server(args.n, args.room, args.seconds, args.one_talker))
         print(f"server n={r['n']:3d}: {r['us_per_pt']:.0f} us CPU per browser-tick "
               f"(server {r['busy_cores'] * 100:.1f} % of a core with them, {r['idle_cores'] * 100:.1f} % idle; "
-              f"{r['frames_heard_per_s']:.1f} frames/s heard per browser, {r['guests_hearing']}/{r['n']} "
-              f"hearing the conference)")
+              f"{r['frames_heard_per_s']:.1f} frames/s heard per browser, {r['hearing']}/{r['listeners']} "
+              f"listeners hearing a talker)")
 
 
 if __name__ == "__main__":

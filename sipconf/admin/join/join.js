@@ -60,6 +60,12 @@ function ended(text) {
 async function join(event) {
   event.preventDefault();
   if (state.phase === "connecting" || state.phase === "joined") return;
+  if (!navigator.mediaDevices || !window.RTCPeerConnection) {
+    // browsers give the microphone only to secure pages: https://, or http://localhost
+    show("This browser does not allow the microphone here: open this page over HTTPS "
+         + "(or on localhost), in a browser with WebRTC.", "error");
+    return;
+  }
   $("go").disabled = true;
   // the AudioContext is made in the click (browsers start it only on a user gesture)
   if (!state.audio) state.audio = new AudioContext();
