@@ -162,3 +162,21 @@ async def test_wrong_pin_three_times_goodbye_and_the_ban_counts(server):
     finally:
         for g in guests:
             await g.close()
+
+
+async def test_server_shutdown_ends_browser_participants(tmp_path):
+    """SIGTERM with a browser in: it is ended (page told), the server exits cleanly."""
+    port = admin_port()
+    s = ServerProcess(tmp_path, config_text=webrtc_config(port)).start()
+    guest = AiortcGuest(port, GUEST_HZ)
+    try:
+        assert wait_until(lambda: _reachable(port), 10)
+        assert (await guest.join("800", "1234", "4321"))[0] == 200
+        assert (await guest.wait_state("connecting"))["state"] == "joined"
+        code = await asyncio.to_thread(s.stop)
+        assert code == 0, s.log()[-3000:]
+        assert "ended: server shutting down" in s.log()
+        assert await _until(lambda: guest.pc.connectionState in ("closed", "failed"), 40)
+    finally:
+        await guest.close()
+        s.stop()
