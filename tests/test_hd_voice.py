@@ -282,3 +282,26 @@ def test_a_payload_type_not_in_the_answer_is_dropped(hd_server):
     finally:
         talker.close()
         listener.close()
+
+
+def test_reinvite_switches_a_call_from_g722_to_opus(hd_server):
+    talker, listener = phone(hd_server, "101", "G722"), phone(hd_server, "102", "G722")
+    try:
+        before = joined(hd_server, "2222")
+        for p in (listener, talker):
+            join(p, "2222", "3333")
+        settle(hd_server, "2222", before + 2)
+        talker.send_tone(5000.0, amplitude=8000)
+        assert listener.wait_for_tone(5000.0, timeout=3, threshold=3000)
+        listener.codecs = [("OPUS", 111)]
+        answer = listener.reinvite("sendrecv")
+        assert answer.status == 200 and "opus/48000/2" in answer.body.decode()
+        assert listener.answer_codec == "OPUS" and listener.rate == 48000
+        listener.clear_received()
+        time.sleep(1.5)
+        assert {h.pt for h in list(listener.rtp_headers)[-20:]} == {111}
+        assert listener.tone_level(5000.0, 0.8) > 3000  # still hears the G.722 talker, now through Opus
+        assert _continuous(listener)
+    finally:
+        talker.close()
+        listener.close()
