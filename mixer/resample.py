@@ -81,6 +81,9 @@ class Resampler:
                     buf[i] = self._buf[old]
         self._buf = buf
         self.rows = rows
+        # the window view over the buffer is made once: the buffer stays put
+        win = sliding_window_view(buf, self._hist + 1, axis=1)
+        self._win = win if self.up else win[:, self.factor - 1::self.factor]
 
     def process(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``x``: (rows, frame_in) samples -> (rows, frame_out) float32."""
@@ -88,12 +91,8 @@ class Resampler:
         hist = self._hist
         buf[:, :hist] = buf[:, self.frame_in:]
         buf[:, hist:] = x
-        if self.up:
-            win = sliding_window_view(buf, hist + 1, axis=1)  # (rows, frame_in, k)
-            y = np.matmul(win, self._coef).reshape(self.rows, self.frame_out)
-        else:
-            win = sliding_window_view(buf, hist + 1, axis=1)[:, self.factor - 1::self.factor]
-            y = np.matmul(win, self._coef).reshape(self.rows, self.frame_out)
+        # up: (rows, frame_in, k) @ (k, L); down: (rows, frame_out, n) @ (n, 1)
+        y = np.matmul(self._win, self._coef).reshape(self.rows, self.frame_out)
         if out is not None:
             out[...] = y
             return out
