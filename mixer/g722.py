@@ -43,7 +43,8 @@ class G722Decoder:
             return False
         n = 0
         for f in frames:
-            pcm = f.to_ndarray().reshape(-1)
+            # the plane's bytes directly: to_ndarray() stacks planes (~5 µs more)
+            pcm = np.frombuffer(f.planes[0], dtype=np.int16, count=f.samples)
             m = min(len(pcm), FRAME_SAMPLES - n)
             out[n:n + m] = pcm[:m]
             n += m
@@ -63,7 +64,7 @@ class G722Decoder:
 
 
 class G722Encoder:
-    __slots__ = ("_ctx", "_pts", "frame")
+    __slots__ = ("_ctx", "_pts", "frame", "_frame", "_plane")
 
     def __init__(self) -> None:
         ctx = av.CodecContext.create("g722", "w")
@@ -74,12 +75,18 @@ class G722Encoder:
         self._ctx = ctx
         self._pts = 0
         self.frame = FRAME_SAMPLES
+        # one frame, refilled per call: G.722 encodes synchronously (no
+        # look-ahead), so FFmpeg is done with the samples when encode returns;
+        # building a frame per call cost ~15 µs of the ~45
+        self._frame = AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
+        self._frame.sample_rate = RATE
+        self._plane = self._frame.planes[0]
 
     def encode(self, pcm: np.ndarray) -> bytes:
         """320 int16 samples -> 160 bytes."""
-        f = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        f.sample_rate = RATE
+        self._plane.update(np.ascontiguousarray(pcm, dtype=np.int16))
+        f = self._frame
         f.pts = self._pts
         self._pts += FRAME_SAMPLES
-        out = b"".join(bytes(p) for p in self._ctx.encode(f))
-        return out
+        packets = self._ctx.encode(f)
+        return bytes(packets[0]) if len(packets) == 1 else b"".join(bytes(p) for p in packets)

@@ -55,6 +55,8 @@ def _load() -> ctypes.CDLL | None:
         lib.opus_encode.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int32]
         lib.opus_encoder_destroy.argtypes = [ctypes.c_void_p]
         lib.opus_encoder_ctl.restype = ctypes.c_int
+        lib.opus_encoder_get_size.restype = ctypes.c_int
+        lib.opus_encoder_get_size.argtypes = [ctypes.c_int]
         lib.opus_packet_get_nb_samples.restype = ctypes.c_int
         lib.opus_packet_get_nb_samples.argtypes = [ctypes.c_char_p, ctypes.c_int32, ctypes.c_int32]
         return lib
@@ -158,6 +160,17 @@ class OpusEncoder:
         lib.opus_encoder_ctl(handle, _SET_DTX, ctypes.c_int(1 if dtx else 0))
         self._buf = ctypes.create_string_buffer(_MAX_PACKET)
         self._bufp = ctypes.addressof(self._buf)
+
+    def copy_state_from(self, other: "OpusEncoder") -> None:
+        """Continue exactly where ``other`` is (same rate and settings): a
+        decoder that followed ``other``'s packets follows ours without a
+        glitch. libopus keeps an encoder in one block of memory (the size
+        opus_encoder_get_size gives, what opus_encoder_init fills in
+        caller-owned memory) whose only pointers lead to static tables, so
+        a byte copy is a valid state."""
+        if other.rate != self.rate:
+            raise ValueError("encoders of different rates")
+        ctypes.memmove(self._st, other._st, self._lib.opus_encoder_get_size(1))
 
     def encode(self, pcm: np.ndarray) -> bytes:
         """``frame`` int16 samples (C-contiguous) -> one packet. A DTX encoder

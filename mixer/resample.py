@@ -3,9 +3,11 @@
 Every conversion the mixer needs has an integer ratio (x2, x3, x6 up or
 down), so one windowed-sinc low-pass serves each direction: upsampling by L
 is L short filters (phases) over the input, downsampling by M keeps every
-M-th output of the full filter. Both are one ``matmul`` over a sliding
-window view of (history + frame) for all rows of a rate at once, with no
-per-sample Python.
+M-th output of the full filter. Both are one numpy call (``matmul`` up,
+``einsum`` down) over a sliding window view of (history + frame), made
+once, for all rows at once, with no per-sample Python. Measured per 20 ms
+and stream: 7-10 µs for one row (PyAV's AudioResampler: 30-45 µs), 2-6 µs
+per row for 20 rows.
 
 The low-pass cuts at 0.44 of the lower rate (3.5 kHz for 8 kHz) with a
 Kaiser window (beta 6, ~60 dB stopband), so a 6 kHz tone from a 16 kHz
@@ -64,6 +66,7 @@ class Resampler:
             self._coef = h[::-1].copy().reshape(-1, 1)  # (n, 1)
             self._hist = len(h) - 1
         self._coef = np.ascontiguousarray(self._coef, dtype=np.float32)
+        self._taps = np.ascontiguousarray(self._coef[:, 0])
         self.resize(rows)
 
     @property
@@ -81,6 +84,9 @@ class Resampler:
                     buf[i] = self._buf[old]
         self._buf = buf
         self.rows = rows
+        # the window view over the buffer is made once: the buffer stays put
+        win = sliding_window_view(buf, self._hist + 1, axis=1)
+        self._win = win if self.up else win[:, self.factor - 1::self.factor]
 
     def process(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``x``: (rows, frame_in) samples -> (rows, frame_out) float32."""
@@ -88,12 +94,11 @@ class Resampler:
         hist = self._hist
         buf[:, :hist] = buf[:, self.frame_in:]
         buf[:, hist:] = x
-        if self.up:
-            win = sliding_window_view(buf, hist + 1, axis=1)  # (rows, frame_in, k)
-            y = np.matmul(win, self._coef).reshape(self.rows, self.frame_out)
-        else:
-            win = sliding_window_view(buf, hist + 1, axis=1)[:, self.factor - 1::self.factor]
-            y = np.matmul(win, self._coef).reshape(self.rows, self.frame_out)
+        if self.up:  # (rows, frame_in, k) @ (k, L)
+            y = np.matmul(self._win, self._coef).reshape(self.rows, self.frame_out)
+        else:  # (rows, frame_out, n) . (n,): einsum walks the strided windows
+            # ~4x faster than matmul, which copies them first
+            y = np.einsum("rfn,n->rf", self._win, self._taps)
         if out is not None:
             out[...] = y
             return out

@@ -26,6 +26,7 @@ Decode failures are concealed and counted (``bad_payloads``), never raised.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import Callable
 
 import numpy as np
@@ -50,6 +51,23 @@ MIX_RATES = (8000, 16000, 48000)
 
 #: a frame whose RMS is above this (about -40 dBFS) counts as talking
 TALK_RMS = 330.0
+#: what the bridge's Opus encoders use: 32 kbit/s is transparent for speech
+#: at 48 kHz; complexity 5 of 10 (each step up costs CPU per encode, and a
+#: bridge runs one encoder per talker plus one per listening codec group)
+OPUS_BITRATE = 32000
+OPUS_COMPLEXITY = 5
+#: A listener who starts talking moves from the shared encoder to an own
+#: one. The phone's decoder has followed the shared encoder's state (G.722 is
+#: ADPCM: a fresh or stale encoder state is a loud click), so the own
+#: encoder takes that state: Opus copies it (``OpusEncoder.copy_state_from``);
+#: G.722 (FFmpeg's state is out of reach) first encodes, and throws away,
+#: the shared encoder's last frames: driven by the same input, the two
+#: ADPCM states converge.
+_WARM_FRAMES = 3
+#: ...and keeps the own encoder this many ticks after the last talking frame,
+#: so that the way back to the shared stream comes after the inputs of both
+#: encoders have been alike (the talker quiet) for a while.
+OWN_HOLD_TICKS = 15
 _PLC_FRAMES = 5  # Opus frames concealed by PLC before plain silence (DTX, long loss)
 
 
@@ -183,10 +201,14 @@ class WideStream:
             self._codes = bytearray(FRAME)
         # G.722 under an 8 kHz cap: 16 kHz audio at the edges of an 8 kHz mix
         self.down = Resampler(self.native, self.rate) if self.native != self.rate else None
-        self.encoder = None
+        self.encoder = None  # own encoder (a _SharedEncoder), made when first needed
+        self.own_prev = False  # the own encoder fed the last packet sent
+        self.own_hold = 0  # ticks the own encoder is kept after talking stopped
 
     def new_encoder(self):
-        return OpusEncoder(self.rate) if self.codec == "OPUS" else G722Encoder()
+        if self.codec == "OPUS":
+            return OpusEncoder(self.rate, bitrate=OPUS_BITRATE, complexity=OPUS_COMPLEXITY)
+        return G722Encoder()
 
     def pull(self, out: np.ndarray) -> int:
         """This tick's frame at ``rate`` into ``out`` (int16): 0 decoded,
@@ -255,13 +277,20 @@ class WideStream:
 
 
 class _SharedEncoder:
-    """The one encoder of a (codec, rate, beep) group of listeners."""
+    """An encoder (the shared one of a codec and rate, or a talker's own)
+    with the last frames it encoded, to warm another encoder up with."""
 
-    __slots__ = ("encoder", "up")
+    __slots__ = ("encoder", "up", "history")
 
     def __init__(self, stream: WideStream) -> None:
         self.encoder = stream.new_encoder()
         self.up = Resampler(stream.rate, 16000) if stream.codec == "G722" and stream.rate != 16000 else None
+        self.history: deque = deque(maxlen=_WARM_FRAMES)
+
+    def encode(self, out: np.ndarray) -> bytes:
+        pcm = _up_to_native(self.up, np.clip(np.rint(out), -32768, 32767).astype(np.int16))
+        self.history.append(pcm)
+        return self.encoder.encode(pcm)
 
 
 def _up_to_native(up: Resampler | None, pcm: np.ndarray) -> np.ndarray:
@@ -389,7 +418,9 @@ class WidebandMix:
                     send, prompt_done) -> None:
         pcm = self._pcm[rate]
         beeps = self.beep_frames(rate)
-        shared: dict[object, tuple[int, bytes]] = {}  # codec -> (beep frame, payload) this tick
+        shared_beep: dict[object, int] = {}  # codec -> the beep frame its shared encode carries
+        listeners: list[tuple[object, object, int]] = []  # (endpoint, codec, beep frame)
+        own: list[tuple[int, object, int]] = []  # (row, endpoint, beep frame)
         for i, ep in enumerate(eps):
             b = ep.beep_frame
             if b >= 0:
@@ -397,26 +428,41 @@ class WidebandMix:
                 ep.beep_frame = b2 if b2 < ep.beep_end else -1  # join beep, or leave beep (SPEC 12)
             if ep.on_hold or ep._dest is None or ep.closed:
                 continue
-            prompt = ep._prompt
-            if not talking[i] and prompt is None:
-                # one encoder per codec and rate, used once per tick: a
-                # listener whose beep differs from the first one's (the
-                # newcomer) takes the own-encode path below
-                stream = ep._stream
+            stream = ep._stream
+            hold = 0
+            if stream is not None:
+                if talking[i]:
+                    stream.own_hold = OWN_HOLD_TICKS
+                elif stream.own_hold:
+                    stream.own_hold -= 1
+                hold = stream.own_hold
+            if not talking[i] and ep._prompt is None and not hold:
+                # one shared encode per codec and rate; a listener whose beep
+                # differs from the first one's (the newcomer) is encoded alone
                 codec = stream.codec if stream is not None else ep._codec_i
-                hit = shared.get(codec)
-                if hit is None:
-                    out = mix + beeps[b] if 0 <= b < len(beeps) else mix
-                    hit = shared[codec] = (b, self._encode_shared((codec, rate), stream, ep, out))
-                if hit[0] == b:
-                    send(ep, hit[1])
+                if shared_beep.setdefault(codec, b) == b:
+                    listeners.append((ep, codec, b))
                     continue
+            own.append((i, ep, b))
+        # own encodes first: one that starts now takes the shared encoder's
+        # state as it was after the last tick (see _encode_own)
+        for i, ep, b in own:
             out = mix - pcm[i]
             if 0 <= b < len(beeps):
                 out = out + beeps[b]
+            prompt = ep._prompt
             if prompt is not None:
                 out = self._add_prompt(ep, out, rate, prompt, prompt_done)
-            send(ep, self._encode_own(ep, out))
+            send(ep, self._encode_own(ep, out, rate))
+        payloads: dict[object, bytes] = {}
+        for ep, codec, b in listeners:
+            payload = payloads.get(codec)
+            if payload is None:
+                out = mix + beeps[b] if 0 <= b < len(beeps) else mix
+                payload = payloads[codec] = self._encode_shared((codec, rate), ep._stream, ep, out)
+            if ep._stream is not None:
+                ep._stream.own_prev = False
+            send(ep, payload)
 
     def _add_prompt(self, ep, out: np.ndarray, rate: int, prompt: np.ndarray, prompt_done) -> np.ndarray:
         pos = ep._prompt_pos
@@ -441,18 +487,25 @@ class WidebandMix:
         enc = self._shared.get(key)
         if enc is None:
             enc = self._shared[key] = _SharedEncoder(stream)
-        pcm = np.clip(np.rint(out), -32768, 32767).astype(np.int16)
-        return enc.encoder.encode(_up_to_native(enc.up, pcm))
+        return enc.encode(out)
 
-    def _encode_own(self, ep, out: np.ndarray) -> bytes:
+    def _encode_own(self, ep, out: np.ndarray, rate: int) -> bytes:
         stream = ep._stream
         if stream is None:
             return self._g711(ep, out)
-        if stream.encoder is None:
-            stream.encoder = _SharedEncoder(stream)
         enc = stream.encoder
-        pcm = np.clip(np.rint(out), -32768, 32767).astype(np.int16)
-        return enc.encoder.encode(_up_to_native(enc.up, pcm))
+        if enc is None:
+            enc = stream.encoder = _SharedEncoder(stream)
+        if not stream.own_prev:
+            stream.own_prev = True
+            shared = self._shared.get((stream.codec, rate))
+            if shared is not None:  # the phone has been decoding the shared stream
+                if stream.codec == "OPUS":
+                    enc.encoder.copy_state_from(shared.encoder)
+                else:
+                    for pcm in shared.history:
+                        enc.encoder.encode(pcm)
+        return enc.encode(out)
 
 
 def check_codec(codec: str) -> None:

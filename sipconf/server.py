@@ -136,7 +136,7 @@ class SipServer:
         self.metrics.close()
 
     # Keys a running server cannot take over: its sockets are bound already.
-    RESTART_KEYS = ("bind", "sip_port", "metrics_port", "talk_threshold_dbfs")
+    RESTART_KEYS = ("bind", "sip_port", "metrics_port", "talk_threshold_dbfs", "max_mix_rate")
 
     def reload(self, config: Config) -> list[str]:
         """Apply a new, valid configuration to the running server (SIGHUP).

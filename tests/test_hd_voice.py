@@ -75,6 +75,11 @@ def test_answer_codecs_and_fmtp(hd_server):
             assert p.answer_codec == codec
             assert p.wait_for_rtp(10, timeout=3)
             assert {h.pt for h in list(p.rtp_headers)} <= {p.answer_pt}
+            # the welcome prompt, resampled to the caller's rate, is heard
+            assert wait_until(lambda: p.rms(0.5) > 300, 3), p.rms(0.5)
+            step = 960 if codec == "OPUS" else 160
+            hs = list(p.rtp_headers)
+            assert all(((b.ts - a.ts) & 0xFFFFFFFF) == step for a, b in zip(hs, hs[1:]))
         finally:
             p.close()
 
@@ -220,3 +225,83 @@ def test_opus_fec_rebuilds_a_dropped_packet(hd_server):
     finally:
         for p in (talker, listener):
             p.close()
+
+
+def test_disabled_codecs_are_not_answered(make_server):
+    server = make_server(office_config(server={"codecs": ["PCMA"]}, extensions=("101",)))
+    p = phone(server, "101", "G722")
+    try:
+        assert p.call("800").status == 488
+    finally:
+        p.close()
+    p = WidebandPhone(("127.0.0.1", server.sip_port), user="101", password=PASSWORDS["101"],
+                      codecs=("OPUS", "G722", "PCMA"))
+    try:
+        assert p.call("800").status == 200 and p.answer_codec == "PCMA"
+    finally:
+        p.close()
+
+
+def test_max_mix_rate_8000_band_limits_a_g722_room(make_server):
+    server = make_server(office_config(server={"max_mix_rate": 8000, "language": "en"}, extensions=("101", "102")))
+    talker, listener = phone(server, "101", "G722"), phone(server, "102", "G722")
+    try:
+        for p in (listener, talker):
+            join(p, "1234", "4321")
+        settle(server, "1234", 2)
+        talker.send_tone(6000.0, amplitude=12000)
+        time.sleep(1.5)
+        x = listener._recent(1.0)
+        assert level_at_rate(x, 6000.0, 16000) < 120  # mixed at 8 kHz: no 6 kHz left
+        talker.send_tone(1500.0, amplitude=8000)
+        time.sleep(1.0)
+        assert level_at_rate(listener._recent(0.6), 1500.0, 16000) > 3000  # the narrow band passes
+    finally:
+        talker.close()
+        listener.close()
+
+
+def test_a_payload_type_not_in_the_answer_is_dropped(hd_server):
+    talker, listener = phone(hd_server, "101", "G722"), phone(hd_server, "102", "G722")
+    try:
+        before = joined(hd_server, "5678")
+        for p in (listener, talker):
+            join(p, "5678", "8765")
+        settle(hd_server, "5678", before + 2)
+        talker.send_tone(2500.0, amplitude=8000)
+        time.sleep(0.8)
+        assert listener.hears(2500.0, seconds=0.5, threshold=3000)
+        with talker._tx_lock:
+            talker.answer_pt = 0  # PCMU's payload type with G.722 bytes: not in the answer
+        time.sleep(1.0)
+        assert level_at_rate(listener._recent(0.5), 2500.0, 16000) < 200
+        with talker._tx_lock:
+            talker.answer_pt = 9
+        time.sleep(1.0)
+        assert listener.hears(2500.0, seconds=0.5, threshold=3000)
+    finally:
+        talker.close()
+        listener.close()
+
+
+def test_reinvite_switches_a_call_from_g722_to_opus(hd_server):
+    talker, listener = phone(hd_server, "101", "G722"), phone(hd_server, "102", "G722")
+    try:
+        before = joined(hd_server, "2222")
+        for p in (listener, talker):
+            join(p, "2222", "3333")
+        settle(hd_server, "2222", before + 2)
+        talker.send_tone(5000.0, amplitude=8000)
+        assert listener.wait_for_tone(5000.0, timeout=3, threshold=3000)
+        listener.codecs = [("OPUS", 111)]
+        answer = listener.reinvite("sendrecv")
+        assert answer.status == 200 and "opus/48000/2" in answer.body.decode()
+        assert listener.answer_codec == "OPUS" and listener.rate == 48000
+        listener.clear_received()
+        time.sleep(1.5)
+        assert {h.pt for h in list(listener.rtp_headers)[-20:]} == {111}
+        assert listener.tone_level(5000.0, 0.8) > 3000  # still hears the G.722 talker, now through Opus
+        assert _continuous(listener)
+    finally:
+        talker.close()
+        listener.close()

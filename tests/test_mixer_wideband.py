@@ -7,6 +7,7 @@ import asyncio
 import socket
 
 import numpy as np
+import pytest
 
 from mixer import rtp
 from mixer.engine import MediaEngine
@@ -221,3 +222,68 @@ async def test_silent_listeners_share_one_encode_talkers_get_their_own():
         await engine.close()
         for s in socks:
             s.close()
+
+
+class _Member:
+    """What WidebandMix reads of an RtpEndpoint."""
+
+    def __init__(self, codec: str) -> None:
+        self._stream = WideStream(codec, 48000)
+        self.jitter = self._stream.jitter
+        self._codec_i = 0
+        self._variants = (0, 512, 1024)
+        self.on_hold = self.closed = False
+        self.beep_frame = -1
+        self._dest = ("127.0.0.1", 9)
+        self._prompt = None
+        self._prompt_pos = 0
+
+
+def _highpass_peaks(x: np.ndarray, rate: int) -> np.ndarray:
+    """Peak per 10 ms above 2.5 kHz: a click stands out, tones below do not."""
+    m = np.arange(201) - 100
+    fc = 2500 / rate
+    hp = -2 * fc * np.sinc(2 * fc * m) * np.kaiser(201, 8.0)
+    hp[100] += 1.0
+    y = np.convolve(x.astype(np.float64), hp, mode="valid")
+    n = rate // 100
+    return np.abs(y[: len(y) // n * n]).reshape(-1, n).max(axis=1)
+
+
+@pytest.mark.parametrize("codec", ["G722", "OPUS"])
+def test_switching_between_shared_and_own_encoder_does_not_click(codec):
+    """A listener who starts talking leaves the shared N-mix encoder for an
+    own N-1 one and comes back after talking: what their phone decodes has
+    no click at either switch (the own encoder is warmed up on the shared
+    encoder's last frames; the way back waits for OWN_HOLD_TICKS)."""
+    from mixer.conference import make_beep
+    from mixer.wideband import OWN_HOLD_TICKS, WidebandMix
+    rate = 16000 if codec == "G722" else 48000
+    n = rate // 50
+    members = [_Member(codec) for _ in range(3)]
+    wm = WidebandMix(make_beep())
+    wm.set_members(members)
+    encs = [G722Encoder() if codec == "G722" else OpusEncoder(48000) for _ in members]
+    ticks = 120
+    t = np.arange(n * ticks) / rate
+    src = [(6000 * np.sin(2 * np.pi * 470 * t)).astype(np.int16), np.zeros(n * ticks, np.int16),
+           (3000 * np.sin(2 * np.pi * 1900 * t)).astype(np.int16)]
+    src[2][: n * 40] = 0  # member 2 talks from tick 40 to tick 60
+    src[2][n * 60:] = 0
+    got = []
+    step = 160 if codec == "G722" else 960
+    for k in range(ticks):
+        for i, m in enumerate(members):
+            m.jitter.put(k * step, encs[i].encode(np.ascontiguousarray(src[i][k * n:(k + 1) * n])))
+        wm.tick(0, lambda ep, p: got.append(p) if ep is members[2] else None, lambda ep: None)
+    dec = G722Decoder() if codec == "G722" else OpusDecoder(48000)
+    out = np.zeros(n, np.int16)
+    heard = []
+    for p in got:
+        assert dec.decode(p, out)
+        heard.append(out.copy())
+    peaks = _highpass_peaks(np.concatenate(heard), rate)
+    quiet = np.median(peaks[20:])
+    around = np.concatenate([peaks[2 * 40 - 4:2 * 40 + 8], peaks[2 * (60 + OWN_HOLD_TICKS) - 4:2 * (60 + OWN_HOLD_TICKS) + 8]])
+    assert around.max() < max(5 * quiet, 150), (around.round(), quiet)
+    assert members[2]._stream.own_prev is False  # back on the shared stream
