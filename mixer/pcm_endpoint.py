@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from .opus import OpusEncoder
+from .wideband import OPUS_BITRATE, OPUS_COMPLEXITY
 
 if TYPE_CHECKING:
     from .engine import MediaEngine
@@ -142,14 +143,16 @@ class PcmStream:
         self.frame = self.rate // 50
         self.step = self.frame
         self.jitter = PcmFifo(self.frame)
-        self.encoder = None
+        self.encoder = None    # own encoder, made by WidebandMix when first needed
+        self.own_prev = False  # WidebandMix: the own encoder fed the last frame sent
+        self.own_hold = 0      # WidebandMix: ticks the own encoder is kept after talking
         # Opus out: the same codec name as an Opus phone's, so listeners who
         # are not talking share one encode with the Opus phones of their class
         self.codec = OPUS_CODEC if opus else PCM_CODEC
 
     def new_encoder(self):
-        if self.codec == OPUS_CODEC:
-            return OpusEncoder(self.rate)
+        if self.codec == OPUS_CODEC:  # as an Opus phone's, so that states can be copied between them
+            return OpusEncoder(self.rate, bitrate=OPUS_BITRATE, complexity=OPUS_COMPLEXITY)
         return _Identity()
 
     def pull(self, out: np.ndarray) -> int:

@@ -232,8 +232,9 @@ class _Member:
         self.jitter = self._stream.jitter
         self._codec_i = 0
         self._variants = (0, 512, 1024)
-        self.on_hold = self.closed = False
+        self.on_hold = self.closed = self.muted = False
         self.beep_frame = -1
+        self.beep_end = 13  # the join beep's frames (SPEC 12: a leave beep follows them)
         self._dest = ("127.0.0.1", 9)
         self._prompt = None
         self._prompt_pos = 0
