@@ -25,6 +25,7 @@ from .codecs import DECODE_VARIANTS, ENCODE_BOTH, ENCODE_OFFSETS
 from .jitter import FRAME
 
 BEEP_DBFS = -10.0
+MAX_RANKS = 8  # talkers in one group up to which the sum goes rank by rank (BatchMixer._sum_rows)
 
 
 def make_beep(hz: int = 1000, ms: int = 250, rate: int = 8000, dbfs: float = BEEP_DBFS) -> np.ndarray:
@@ -125,19 +126,38 @@ class BatchMixer:
     def _sum_rows(self, rows: np.ndarray) -> None:
         """The N-1 mix from ``rows`` alone: only their frames are summed (the
         saving when few talk), everyone hears their group's total, and only
-        those rows have their own frame taken back out."""
-        totals = self._totals
-        totals.fill(0)
+        those rows have their own frame taken back out.
+
+        ``np.add.reduceat`` costs per group, talking or not, so the few
+        talkers of each group are added rank by rank instead (first talker of
+        every group, then the second...: one fancy-indexed add per rank);
+        with many talkers in one group, the silent rows are zeroed and the
+        usual reduceat runs."""
         out = self._out
-        if len(rows):
-            frames = self._dec[rows]
-            groups = self._group_of_row[rows]
-            first = np.flatnonzero(np.diff(groups, prepend=-1))  # rows are grouped: runs per group
-            totals[groups[first]] = np.add.reduceat(frames, first, axis=0)
-            np.take(totals, self._group_of_row, axis=0, out=out, mode="clip")
-            out[rows] -= frames
-        else:
+        dec = self._dec
+        if not len(rows):
             out.fill(0)
+            return
+        group_of_row = self._group_of_row
+        groups = group_of_row[rows]
+        change = np.diff(groups, prepend=-1) != 0
+        rank = np.arange(len(rows)) - np.flatnonzero(change)[np.cumsum(change) - 1]
+        ranks = int(rank.max()) + 1
+        if ranks <= MAX_RANKS:
+            totals = self._totals
+            totals.fill(0)
+            for r in range(ranks):
+                these = rows[rank == r]
+                totals[group_of_row[these]] += dec[these]
+            np.take(totals, group_of_row, axis=0, out=out, mode="clip")
+            out[rows] -= dec[rows]
+        else:
+            keep = np.zeros((self.n, 1), dtype=np.int32)
+            keep[rows] = 1
+            np.multiply(dec, keep, out=dec)
+            np.add.reduceat(dec, self._starts, axis=0, out=self._totals)
+            np.take(self._totals, group_of_row, axis=0, out=out, mode="clip")
+            np.subtract(out, dec, out=out)
 
     def decoded(self) -> np.ndarray:
         """Decoded input of the last tick (tests)."""

@@ -546,7 +546,8 @@ class MediaEngine:
         if self._inband_rows:
             silenced = silenced.copy()
             silenced[self._inband(decoded)] = True
-        changed = self._talk.update(decoded, silenced if silenced.any() else None)
+        any_silenced = bool(silenced.any())
+        changed = self._talk.update(decoded, silenced if any_silenced else None)
         talking = self._talk.talking
         if len(changed):
             rows = self._rows
@@ -557,6 +558,8 @@ class MediaEngine:
                 changes.append((ep, ep.talking))
             if self.on_talk is not None and self._loop is not None:
                 self._loop.call_soon(self._report_talk, changes)
+        if any_silenced:  # muted or typing tones: out at once, whatever the hangover says
+            talking = talking & ~silenced
         if talking.all():
             return None
         return np.flatnonzero(talking)

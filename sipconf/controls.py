@@ -296,7 +296,7 @@ class Controls:
 
     def is_locked(self, room: RoomConfig, config: ConferenceConfig) -> bool:
         live = self._live.get((room.extension, config.id))
-        return live is not None and live.locked
+        return live is not None and live.locked and not live.ending
 
     def participant_of(self, call) -> Participant | None:
         return self._by_call.get(id(call))
@@ -306,7 +306,9 @@ class Controls:
     def join(self, call: CallLike, room: RoomConfig, config: ConferenceConfig, *, moderator: bool) -> Participant:
         key = (room.extension, config.id)
         conference = self._live.get(key)
-        if conference is None:
+        if conference is None or conference.ending:
+            # a conference being ended (its callers hearing goodbye) is not
+            # joined: the newcomer starts the next one, unlocked
             conference = self._live[key] = ConferenceControls(self, room, config)
         p = Participant(str(next(self._ids)), call, moderator)
         waiting = config.wait_for_moderator and not moderator and not conference.has_moderator()
@@ -381,6 +383,7 @@ class Controls:
         p = self._by_call.get(id(call))
         if p is None or p.leaving:
             return
+        log.debug("call %s: key %s in the conference", call.call_id, digit)
         now = self._now()
         if digit == "*":
             p.star_at = now

@@ -7,9 +7,12 @@ server's event log lines."""
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import struct
+import subprocess
 import time
+import wave
 
 import numpy as np
 import pytest
@@ -437,6 +440,39 @@ def test_inband_caller_types_id_and_pin_and_keys(server):
         # the typed tones were not heard by the other participant
         for hz in (941, 1209, 770, 1477):
             assert other.tone_level(hz, seconds=3.0) < 150, hz
+    finally:
+        close_all(inband, other)
+
+
+@pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("sox")), reason="needs espeak-ng and sox")
+def test_inband_caller_speaking_types_no_key(server, tmp_path):
+    raw, tel = tmp_path / "raw.wav", tmp_path / "tel.wav"
+    text = ("Good morning everyone. Can you hear me? I think we should review the numbers one by one, "
+            "starting with the second quarter, then the hiring plan and the new office.")
+    subprocess.run(["espeak-ng", "-v", "en", "-s", "170", "-w", str(raw), "--", text], check=True, timeout=60)
+    subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(tel), "norm", "-3"],
+                   check=True, timeout=60)
+    with wave.open(str(tel)) as w:
+        speech = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    inband = phone(server, "101", telephone_event_pt=None)
+    other = phone(server, "102")
+    try:
+        enter(other, server, "6666", "6000")
+        assert inband.call("800").status == 200
+        inband.wait_for_rtp(5, timeout=3)
+        time.sleep(0.3)
+        inband.send_audio(tones("6666#6000#"))
+        assert wait_until(lambda: inband.call_id in participant_ids(server), 10)
+        time.sleep(3.0)
+        since = time.monotonic()
+        inband.send_audio(speech)
+        time.sleep(len(speech) / 8000 + 0.5)
+        typed = re.compile(rf"call {re.escape(inband.call_id)}: key")
+        assert typed.findall(server.log()) == [], "speech gave keys"
+        heard_speech = other.received_audio(since).astype(np.float64)
+        assert np.sqrt(np.mean(heard_speech ** 2)) > 300  # the speech was mixed, not taken for tones
+        inband.send_audio(tones("*0"))  # and the detector is live on this call
+        assert wait_until(lambda: len(typed.findall(server.log())) == 2, 3)
     finally:
         close_all(inband, other)
 

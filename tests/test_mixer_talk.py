@@ -108,3 +108,14 @@ def test_leave_beep_for_everyone_left_not_when_sent_away():
     x.beep_frame = -1
     off.remove(y)
     assert x.beep_frame == -1
+
+
+def test_many_talkers_in_one_group_take_the_zeroing_path():
+    pcm = [sine_frames(1000, hz=200 + 100 * i)[0] for i in range(12)]
+    _, dense = mixer_with(pcm, [12])
+    _, ranked = mixer_with(pcm, [12], np.arange(12))  # 12 ranks: > MAX_RANKS
+    assert np.array_equal(dense, ranked)
+    _, some = mixer_with(pcm, [12], np.arange(0, 12, 1)[:-1])  # 11 talk, the last is silent
+    dec = [codecs.decode(codecs.encode(p, "PCMU"), "PCMU").astype(np.int64) for p in pcm]
+    expected_last = np.clip(sum(dec[:11]), -32768, 32767)
+    assert np.max(np.abs(some[11].astype(np.int64) - expected_last)) < 600
