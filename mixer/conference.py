@@ -159,6 +159,12 @@ class BatchMixer:
             np.take(self._totals, group_of_row, axis=0, out=out, mode="clip")
             np.subtract(out, dec, out=out)
 
+    @property
+    def totals(self) -> np.ndarray:
+        """Per conference (group) of the last tick: the sum of everyone's
+        decoded input, int32, not clipped (what a recorder of the conference gets)."""
+        return self._totals
+
     def decoded(self) -> np.ndarray:
         """Decoded input of the last tick (tests)."""
         return self._dec

@@ -47,6 +47,8 @@ HOUSEKEEPING_TICKS = 5  # rtp timeout / stale DTMF checks every 100 ms
 _RX_SIZE = 2048
 _FAST_SIZE = HEADER_SIZE + FRAME  # the datagram of the receive fast path
 #: Upper bounds (s) of the tick lateness/work histogram buckets (counts since start).
+#: Sample rate of every conference's mix (handed to recorders with each block).
+MIX_RATE = 8000
 TICK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075,
                 0.01, 0.015, 0.02, 0.03, 0.05, 0.1)
 
@@ -76,6 +78,9 @@ class EngineStats:
 
 class Conference(_Conference):
     """A conference of RtpEndpoints (see conference.Conference)."""
+
+    #: gets the conference's full mix every tick (``MediaEngine.set_recorder``)
+    recorder = None
 
 
 class RtpEndpoint:
@@ -392,6 +397,9 @@ class MediaEngine:
         self._rxmv = memoryview(self._rxbuf)
         self._tick_index = 0
         self._group_of: dict[int, int] = {}
+        self._groups: list[tuple[Conference, int]] = []  # conference -> its group of rows (mixer totals)
+        self._taps: list[tuple[int, Callable]] = []  # (group, recorder.push) of recorded conferences
+        self._taps_dirty = False
         self._set_packets([])
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -463,6 +471,13 @@ class MediaEngine:
 
     def new_conference(self) -> Conference:
         return Conference(self._mark_dirty, self._beeps)
+
+    def set_recorder(self, conference: Conference, recorder) -> None:
+        """From the next tick on, hand ``conference``'s full mix (everyone) to
+        ``recorder.push(pcm, rate, tick)`` each tick; None stops it. The push
+        runs on the tick: it must only copy and queue (mixer.record.Recorder)."""
+        conference.recorder = recorder
+        self._taps_dirty = True
 
     # -- internals --------------------------------------------------------------------------------
     def _watch(self, ep: RtpEndpoint) -> None:
@@ -629,6 +644,7 @@ class MediaEngine:
         """Rows grouped by conference (members contiguous), others alone."""
         rows: list[RtpEndpoint] = []
         sizes: list[int] = []
+        groups: list[tuple[Conference, int]] = []
         seen: set[int] = set()
         wide: list[tuple[object, list[RtpEndpoint]]] = []  # groups with a G.722/Opus member
         self._group_of = {}
@@ -647,6 +663,7 @@ class MediaEngine:
                     wide.append((conf, members))
                     continue
                 self._group_of[id(conf)] = len(sizes)
+                groups.append((conf, len(sizes)))
                 rows.extend(members)
                 sizes.append(len(members))
         self._save_headers()
@@ -656,6 +673,8 @@ class MediaEngine:
                 ep._first_tick = self._tick_index
             ep._wide = None
         self._rows = rows
+        self._groups = groups
+        self._taps_dirty = True
         self._mixer.set_layout([ep._codec_i for ep in rows], sizes)
         self._talk.set_rows([ep.talking for ep in rows])
         self._muted = np.array([ep.muted for ep in rows], dtype=bool)
@@ -717,10 +736,13 @@ class MediaEngine:
     def _tick_wide(self) -> None:
         """Every conference with a G.722/Opus participant (general path)."""
         stats = self.stats
-        for _key, wm in self._wide_mixes.values():
+        for key, wm in self._wide_mixes.values():
             before = (wm.bad_payloads, wm.fec_frames, wm.plc_frames)
             try:
                 stats.frames_concealed += wm.tick(self._n_beep_frames, self._wide_send, self._wide_prompt_done)
+                recorder = getattr(key, "recorder", None)  # a recorded conference (not a lone endpoint)
+                if recorder is not None:
+                    recorder.push(np.rint(wm.full_mix).astype(np.int32), wm.rate, self._tick_index)
             except Exception:  # a codec bug must not stop the other conferences
                 log.exception("wideband mix failed")
             stats.bad_payloads += wm.bad_payloads - before[0]
@@ -849,6 +871,13 @@ class MediaEngine:
                 if pos + FRAME >= len(pcm):
                     finished.append(ep)
         mixer.mix(beep_rows, beep_idx, extra)
+        if self._taps_dirty:
+            self._taps = [(g, conf.recorder.push) for conf, g in self._groups if conf.recorder is not None]
+            self._taps_dirty = False
+        if self._taps:
+            totals = mixer.totals
+            for g, push in self._taps:
+                push(totals[g], MIX_RATE, tick)
         pk = self._pk
         pk["payload"] = mixer.tx
         np.add(self._ts_base, tick * FRAME, out=self._ts_now)

@@ -51,6 +51,9 @@ PROMPT_NAMES: tuple[str, ...] = (
     "count_total_1",
     "count_total_before",
     "count_total_after",
+    # recording notices (SPEC 13)
+    "recording_started",
+    "recording_stopped",
 ) + tuple(f"number_{n}" for n in range(100))
 
 _RAMP_MS = 5

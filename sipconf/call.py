@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -59,6 +60,11 @@ class Call:
     digits: DigitCollector | None = None
     task: asyncio.Task | None = None
     end_reason: str | None = None
+    # for the call record (sipconf/cdr.py): From user, number dialled, wall-clock times
+    calling: str | None = None
+    called: str | None = None
+    started_at: float = field(default_factory=time.time)
+    answered_at: float | None = None
     _joined_room: RoomConfig | None = field(default=None, repr=False)
 
     # -- events from the server -----------------------------------------------------

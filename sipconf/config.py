@@ -32,6 +32,7 @@ __all__ = [
     "ConferenceConfig",
     "ExtensionConfig",
     "ReceptionistConfig",
+    "RecordingConfig",
     "RoomConfig",
     "SecurityConfig",
     "ServerConfig",
@@ -107,6 +108,7 @@ DIGEST_ALGORITHMS: tuple[str, ...] = ("MD5", "SHA-256", "SHA-512-256")
 AUDIO_CODECS: tuple[str, ...] = ("OPUS", "G722", "PCMA", "PCMU")
 MIX_RATES: tuple[int, ...] = (8000, 16000, 48000)
 LANGUAGES: tuple[str, ...] = ("fr", "en")
+RECORDING_FORMATS: tuple[str, ...] = ("ogg", "flac", "wav")  # mixer.record.FORMATS
 _DIGITS = frozenset("0123456789")
 _NUMBER_RE = re.compile(r"\+?[0-9][0-9 ]*")
 _HOSTNAME_RE = re.compile(r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
@@ -146,6 +148,7 @@ class ServerConfig:
     # SPEC 12: a participant is "talking" while their level is above this
     # (RMS relative to a full-scale sine), with 300 ms of hangover.
     talk_threshold_dbfs: float = -45.0
+    cdr_file: str = ""  # one JSON line per ended call appended here (sipconf/cdr.py); "" = off
 
     @property
     def advertised_address(self) -> str:
@@ -206,6 +209,7 @@ class ConferenceConfig:
     moderator_pin: str | None = None
     wait_for_moderator: bool = False  # callers wait, unmixed, until a moderator is in
     end_with_moderator: bool = False  # the last moderator leaving hangs everyone up
+    auto_record: bool = False  # recording starts when the first participant joins
 
 
 @dataclass(frozen=True)
@@ -230,6 +234,12 @@ class SoundsConfig:
     leave_beep_hz: int = 500  # 0 = no leave beep
     leave_beep_ms: int = 250
     announce_count: bool = True  # a newcomer hears "there are N other participants"
+
+
+@dataclass(frozen=True)
+class RecordingConfig:
+    directory: str = "recordings"  # created if missing; relative to the server's working directory
+    format: str = "ogg"  # "ogg" (Opus), "flac" or "wav"
 
 
 @dataclass(frozen=True)
@@ -261,6 +271,7 @@ class Config:
     rooms: tuple[RoomConfig, ...] = ()
     sounds: SoundsConfig = field(default_factory=SoundsConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
     admin: AdminConfig | None = None  # absent table: no HTTP administration
 
     def summary(self) -> str:
@@ -516,6 +527,7 @@ class _Parser:
         "rooms": "array",
         "sounds": "table",
         "security": "table",
+        "recording": "table",
         "admin": "table",
     }
 
@@ -616,10 +628,11 @@ class _Parser:
         rooms = tuple(r for i, d in self.array(data, "rooms") if (r := self.room(i, d)) is not None)
         sounds = self.sounds(self.table(data, "sounds"))
         security = self.security(self.table(data, "security"))
+        recording = self.recording(self.table(data, "recording"))
         admin = self.admin(self.table(data, "admin"), server) if "admin" in data else None
         if self.problems:
             raise ConfigError(self.problems)
-        return Config(server, receptionist, extensions, trunks, rooms, sounds, security, admin=admin)
+        return Config(server, receptionist, extensions, trunks, rooms, sounds, security, recording, admin=admin)
 
     def server(self, data: dict[str, Any] | None) -> ServerConfig:
         d = ServerConfig()
@@ -631,7 +644,7 @@ class _Parser:
             data,
             ("bind", "advertise", "sip_port", "rtp_ports", "domain", "language", "rtp_timeout",
              "digest_algorithms", "metrics_port", "answer_delay_ms", "codecs", "max_mix_rate",
-             "talk_threshold_dbfs"),
+             "talk_threshold_dbfs", "cdr_file"),
         )
         bind = t.string("bind", d.bind)
         if bind is not None and not _is_ip(bind):
@@ -700,6 +713,10 @@ class _Parser:
             t.problem("max_mix_rate", f"must be 8000, 16000 or 48000, got {_show(max_mix_rate)}")
             max_mix_rate = d.max_mix_rate
         talk_threshold = t.real("talk_threshold_dbfs", d.talk_threshold_dbfs, -96, 0, what=" (dBFS)")
+        cdr_file = t.string("cdr_file", d.cdr_file)
+        if cdr_file and os.path.isdir(cdr_file):
+            t.problem("cdr_file", f"{cdr_file!r} is a directory; give a file name, e.g. \"/var/log/sipconf/cdr.jsonl\"")
+            cdr_file = None
         server = ServerConfig(
             bind=bind or d.bind,
             advertise=advertise if advertise is not None else d.advertise,
@@ -715,6 +732,7 @@ class _Parser:
             codecs=codecs,
             max_mix_rate=max_mix_rate,
             talk_threshold_dbfs=talk_threshold,
+            cdr_file=cdr_file or d.cdr_file,
         )
         if t.has("sip_port") or t.has("rtp_ports") or t.has("metrics_port"):
             self.problems.extend(_server_port_clashes(server, "[server] sip_port", "[server] metrics_port"))
@@ -829,7 +847,7 @@ class _Parser:
         ids: dict[str, int] = {}
         for j, conf in conf_items:
             ct = _Table(self.problems, f"{where} [[rooms.conferences]] #{j}", conf,
-                        ("id", "pin", "moderator_pin", "wait_for_moderator", "end_with_moderator"))
+                        ("id", "pin", "moderator_pin", "wait_for_moderator", "end_with_moderator", "auto_record"))
             conf_id = self.digits(ct, "id", ct.string("id", None, required='digits, e.g. "1234"'))
             pin = self.digits(ct, "pin", ct.string("pin", None, required='digits, e.g. "4321"'))
             moderator_pin = self.digits(ct, "moderator_pin", ct.string("moderator_pin", None))
@@ -847,8 +865,9 @@ class _Parser:
                     conf_id = None
                 else:
                     ids[conf_id] = j
+            auto_record = ct.boolean("auto_record", False)
             if conf_id is not None and pin is not None:
-                conferences.append(ConferenceConfig(conf_id, pin, moderator_pin, wait, end))
+                conferences.append(ConferenceConfig(conf_id, pin, moderator_pin, wait, end, auto_record=auto_record))
         if extension is None:
             return None
         return RoomConfig(extension, name, tuple(numbers), max_participants, tuple(conferences))
@@ -870,6 +889,24 @@ class _Parser:
         leave_ms = t.integer("leave_beep_ms", d.leave_beep_ms, 20, 2000, what=" milliseconds")
         announce = t.boolean("announce_count", d.announce_count)
         return SoundsConfig(hz, ms, leave_hz, leave_ms, announce)
+
+    def recording(self, data: dict[str, Any] | None) -> RecordingConfig:
+        d = RecordingConfig()
+        if data is None:
+            return d
+        t = _Table(self.problems, "[recording]", data, ("directory", "format"))
+        directory = t.string("directory", d.directory)
+        if directory is not None and not directory.strip():
+            t.problem("directory", "must not be empty (a folder for the files, e.g. \"recordings\")")
+            directory = None
+        elif directory is not None and os.path.exists(directory) and not os.path.isdir(directory):
+            t.problem("directory", f"{directory!r} exists and is not a directory")
+            directory = None
+        fmt = t.string("format", d.format)
+        if fmt is not None and fmt.lower() not in RECORDING_FORMATS:
+            t.problem("format", f"must be one of {', '.join(repr(f) for f in RECORDING_FORMATS)}, got {_show(fmt)}")
+            fmt = None
+        return RecordingConfig(directory or d.directory, (fmt or d.format).lower())
 
     def security(self, data: dict[str, Any] | None) -> SecurityConfig:
         d = SecurityConfig()

@@ -31,6 +31,12 @@ def rfc3339_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def rfc3339(timestamp: float) -> str:
+    """A ``time.time()`` value as RFC 3339 UTC with milliseconds."""
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
 class EventBus:
     def __init__(self) -> None:
         self._subscribers: list[Subscriber] = []

@@ -16,8 +16,14 @@ class MixerConference(Protocol):
 
 
 class ConferenceDirectory:
-    def __init__(self, new_conference: Callable[[], MixerConference]) -> None:
+    def __init__(self, new_conference: Callable[[], MixerConference], *,
+                 on_join: Callable[[RoomConfig, ConferenceConfig, object, int], None] | None = None,
+                 on_end: Callable[[RoomConfig, ConferenceConfig, MixerConference], None] | None = None) -> None:
+        """``on_join(room, conference, endpoint, before)`` after each join;
+        ``on_end(room, conference, mixer_conference)`` when the last one left."""
         self._new_conference = new_conference
+        self._on_join = on_join
+        self._on_end = on_end
         self._live: dict[tuple[str, str], MixerConference] = {}
         self._counts: dict[tuple[str, str], int] = {}  # callers in, mixed or waiting
         self._room_counts: dict[str, int] = {}
@@ -62,6 +68,8 @@ class ConferenceDirectory:
             mixer_conference.add(endpoint)
         self._counts[key] = self._counts.get(key, 0) + 1
         self._room_counts[room.extension] = self.room_count(room) + 1
+        if self._on_join is not None:
+            self._on_join(room, conference, endpoint, before)
         return before
 
     def mix(self, room: RoomConfig, conference: ConferenceConfig, endpoint) -> None:
@@ -87,6 +95,12 @@ class ConferenceDirectory:
         if self._counts[key] <= 0:
             del self._live[key]
             del self._counts[key]
+            if self._on_end is not None:
+                self._on_end(room, conference, mixer_conference)
+
+    def live(self, room_extension: str, conference_id: str) -> MixerConference | None:
+        """The mixer conference of a conference with someone in it, if any."""
+        return self._live.get((room_extension, conference_id))
 
     @property
     def conferences(self) -> int:

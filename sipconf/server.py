@@ -19,13 +19,15 @@ from mixer.sounds import load_prompts
 from . import __version__
 from .admin import AdminServer, start_admin
 from .call import Call, CallState, Flow
+from .cdr import CdrWriter
 from .config import Config, digits_of
 from .controls import Controls, log_event
 from .digest import AuthOutcome, DigestAuthenticator
-from .events import EventBus
+from .events import EventBus, rfc3339
 from .ivr import DigitCollector, digit_from_info
 from .metrics import MediaStatsCollector, Metrics
 from .ports import RtpPortPool
+from .recording import Recordings, RecordingStats
 from .registrar import Registrar
 from .rooms import ConferenceDirectory
 from .routing import ReceptionistDestination, RoomDestination, Router
@@ -74,9 +76,12 @@ class SipServer:
         self.media: MediaEngine | None = None
         self.conferences: ConferenceDirectory | None = None
         self.controls: Controls | None = None
+        self.recordings: Recordings | None = None
         self.admin: AdminServer | None = None  # SPEC 13 [admin], started with the server
-        self.events = EventBus()  # SPEC 13 events; the log is one subscriber
+        self.events = EventBus()  # SPEC 13 events; the log and call records are subscribers
         self.events.subscribe(log_event)
+        self.cdr = CdrWriter(server.cdr_file)
+        self.events.subscribe(self.cdr)
         self.calls: dict[str, Call] = {}
         self.transport = SipTransport(server.bind, server.sip_port, self.on_message)
         self._timer_task: asyncio.Task | None = None
@@ -96,9 +101,14 @@ class SipServer:
                                  talk_threshold_dbfs=server.talk_threshold_dbfs,
                                  max_mix_rate=server.max_mix_rate)
         self.media.start()
-        self.conferences = ConferenceDirectory(self.media.new_conference)
+        self.conferences = ConferenceDirectory(self.media.new_conference, on_join=self._on_join,
+                                               on_end=self._on_conference_end)
+        self.recordings = Recordings(config=lambda: self.config, prompts=lambda: self.prompts, media=self.media,
+                                     conferences=self.conferences, events=self.events)
         self.controls = Controls(self.events, self.conferences, lambda: self.prompts, self.hang_up,
                                  announce_count=sounds.announce_count)
+        self.controls.recorder = self._record_from_controls
+        self.events.subscribe(self._recording_changed)
         self.media.on_talk = self.controls.on_talk
         await self.transport.start()
         self._timer_task = asyncio.get_running_loop().create_task(self._run_timers())
@@ -111,6 +121,7 @@ class SipServer:
         self.metrics.watch("sipconf_registrations", "Registered contacts", lambda: self.registrar.count(self.clock()))
         self.metrics.watch("sipconf_rtp_ports_free", "RTP ports free", lambda: self.ports.available)
         self.metrics.collect_from(MediaStatsCollector(lambda: self.media.stats if self.media else None))
+        self.metrics.collect_from(RecordingStats(lambda: self.recordings))
         await self.metrics.serve(server.bind, server.metrics_port, quiet_moment=self.media.after_tick)
         self.admin = await start_admin(self)
         log.info("sipconf listening on %s:%d (UDP, TCP); %s", bracket(server.bind), server.sip_port, self.config.summary())
@@ -118,6 +129,8 @@ class SipServer:
     async def shutdown(self) -> None:
         """BYE every call, give the BYEs a moment to be answered, then close."""
         self._stopping = True
+        if self.recordings is not None:
+            self.recordings.stop_all()  # their threads finish the files while the BYEs go out
         for call in list(self.calls.values()):
             self.hang_up(call, "server shutdown")
         if self._registration_task is not None:
@@ -130,6 +143,9 @@ class SipServer:
             self._timer_task.cancel()
         if self.admin is not None:
             await self.admin.close()
+        if self.recordings is not None:
+            await self.recordings.wait_closed(1.0)
+        self.cdr.close(0.5)
         await self.transport.close()
         if self.media is not None:
             await self.media.close()
@@ -174,6 +190,7 @@ class SipServer:
         self.limits.reconfigure()  # trust is read from self.config: every source judged again
         if server.language != old_server.language:
             self.prompts = load_prompts(server.language)
+        self.cdr.path = server.cdr_file
         if (server.rtp_port_min, server.rtp_port_max) != (old_server.rtp_port_min, old_server.rtp_port_max):
             self.ports = RtpPortPool(server.rtp_port_min, server.rtp_port_max,
                                      in_use=[call.rtp_port for call in self.calls.values()])
@@ -294,6 +311,9 @@ class SipServer:
         response.headers.add("Server", USER_AGENT)
         if status >= 200:
             self.limits.answered(transaction.key)
+        if status >= 300 and request.method == "INVITE" and not request.to_tag and status not in (401, 407, 482) \
+                and request.call_id not in self.calls:
+            self._call_refused(request, status, response.reason)
         self._flush(self.layer.respond(transaction, response, self.clock()))
 
     def _tag_for(self, request: Request) -> str:
@@ -504,6 +524,9 @@ class SipServer:
         if call is None:
             self._respond(transaction, 503, "No RTP Ports Available", headers=[("Retry-After", "10")])
             return
+        call.calling, call.called = from_user, number
+        self.events.publish("call_started", call_id=call_id, room=call.room.extension if call.room else None,
+                            **{"from": from_user, "to": number, "flow": call.flow.value})
         log.info("call %s: new call from %s (%s, %s:%d) to %s -> %s, %s/%d", call_id, from_user, identity,
                  source.host, source.port, number,
                  "room " + call.room.extension if call.room else "receptionist",
@@ -560,6 +583,7 @@ class SipServer:
         headers = [("Contact", self._contact(call.peer)), ("Allow", ALLOW), ("Supported", "")]
         headers += [("Record-Route", rr) for rr in transaction.request.headers.get_all("Record-Route")]
         call.state = CallState.ANSWERED
+        call.answered_at = time.time()
         self._respond(transaction, 200, to_tag=call.dialog.local_tag, headers=headers,
                       body=body, content_type="application/sdp")
 
@@ -665,12 +689,66 @@ class SipServer:
         if call.state is CallState.ENDED:
             return
         call.end_reason = reason
+        conference = call.conference.id if call.conference is not None else None  # release() forgets it
         call.release()
         self.ports.release(call.rtp_port)
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
         self.metrics.calls.labels(outcome).inc()
         log.info("call %s: ended: %s", call.call_id, reason)
+        self._publish_call_ended(call, conference, reason)
+
+    # -- events -----------------------------------------------------------------------
+
+    def _on_join(self, room, conference, endpoint, before: int) -> None:
+        if self.recordings is not None:
+            self.recordings.joined(room, conference, endpoint, before)
+
+    def _on_conference_end(self, room, conference, mixer_conference) -> None:
+        if self.recordings is not None:
+            self.recordings.conference_ended(room, conference, mixer_conference)
+
+    def _record_from_controls(self, conference, on: bool) -> bool:
+        """``*7`` and the admin API (Controls.recorder): the new state."""
+        if self.recordings is None:
+            return False
+        room, conference_id = conference.room.extension, conference.config.id
+        if on:
+            return self.recordings.start_recording(room, conference_id)
+        return self.recordings.stop_recording(room, conference_id)
+
+    def _recording_changed(self, event: dict) -> None:
+        """Keeps the controls' ``recording`` flag true to the recorder, also when
+        it starts by itself (auto_record) or stops by itself (disk full)."""
+        if event["event"] in ("recording_started", "recording_stopped") and self.controls is not None:
+            live = self.controls.conference(event["room"], event["conference"])
+            if live is not None:
+                live.recording = event["event"] == "recording_started"
+
+    def _publish_call_ended(self, call: Call, conference: str | None, reason: str) -> None:
+        """``call_ended`` with the call record's fields (sipconf/cdr.py)."""
+        end = time.time()
+        answered = call.answered_at
+        self.events.publish(
+            "call_ended", call_id=call.call_id, flow=call.flow.value,
+            room=call.room.extension if call.room is not None else None, conference=conference,
+            start=rfc3339(call.started_at), answer=rfc3339(answered) if answered is not None else None,
+            end=rfc3339(end), duration_s=round(end - answered, 3) if answered is not None else 0.0,
+            end_reason=reason, codec=codec_label(call.selection.codec), srtp=False, moderator=False,
+            **{"from": call.calling, "to": call.called})
+
+    def _call_refused(self, request: Request, status: int, reason: str) -> None:
+        """An INVITE refused with a final status: a call too (a call record)."""
+        number, destination = self.router.route(request)
+        now = rfc3339(time.time())
+        flow = room = None
+        if isinstance(destination, RoomDestination):
+            flow, room = Flow.ROOM.value, destination.room.extension
+        elif isinstance(destination, ReceptionistDestination):
+            flow = Flow.RECEPTIONIST.value
+        self.events.publish("call_ended", call_id=request.call_id, flow=flow, room=room, start=now, end=now,
+                            duration_s=0.0, end_reason=f"{status} {reason}", srtp=False, moderator=False,
+                            **{"from": _from_user(request), "to": number})
 
 
 def build_answer_as_offer(call: Call) -> bytes:
@@ -685,6 +763,12 @@ def build_answer_as_offer(call: Call) -> bytes:
         lines.append(f"a=rtpmap:{s.telephone_event_pt} telephone-event/{s.telephone_event_rate}")
     lines.append("a=sendrecv")
     return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def codec_label(codec: str) -> str:
+    """The SDP encoding name and rate as in ``a=rtpmap`` (SPEC 13)."""
+    return {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "G722": "G722/8000",
+            "OPUS": "opus/48000/2"}.get(codec.upper(), f"{codec}/8000")
 
 
 def _from_user(request: Request) -> str | None:

@@ -50,7 +50,10 @@ def controls_config(*, sounds: dict | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = ServerProcess(tmp_path_factory.mktemp("controls"), config_text=controls_config()).start()
+    workdir = tmp_path_factory.mktemp("controls")
+    recordings = workdir / "recordings"  # *7 records here, never into the repository
+    s = ServerProcess(workdir, config_text=controls_config() + f'\n[recording]\ndirectory = "{recordings}"\n').start()
+    s.recordings = recordings
     yield s
     s.stop()
 
@@ -263,17 +266,22 @@ def test_star3_removes_the_last_non_moderator(server):
         close_all(mod, a, b)
 
 
-def test_star7_without_recording_is_not_allowed(server):
+def test_star7_moderator_starts_and_stops_recording(server):
     mod, a = phone(server, "101"), phone(server, "102")
     try:
         enter(mod, server, "1234", "9999")
         enter(a, server, "1234", "4321")
         time.sleep(0.5)
-        since = keys(a, "*7")
+        since = keys(a, "*7")  # not a moderator
         assert heard(a, prompt("not_allowed"), since)
-        since = keys(mod, "*7")  # recording is not available in this build
-        assert heard(mod, prompt("not_allowed"), since)
         assert events(server, "recording_started") == 0
+        since = keys(mod, "*7")
+        assert wait_until(lambda: events(server, "recording_started") == 1, 3)
+        assert heard(a, prompt("recording_started"), since) and heard(mod, prompt("recording_started"), since)
+        since = keys(mod, "*7")
+        assert wait_until(lambda: events(server, "recording_stopped") == 1, 3)
+        assert heard(a, prompt("recording_stopped"), since)
+        assert wait_until(lambda: len(list(server.recordings.glob("800-1234-*.ogg"))) == 1, 5)
     finally:
         close_all(mod, a)
 

