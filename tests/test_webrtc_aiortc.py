@@ -7,6 +7,7 @@ page; this one proves the server side quickly and in detail."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -65,7 +66,10 @@ async def test_join_page_is_served_without_a_token(server):
     status, body = http_json(server.admin_port, "GET", "/join")
     assert status == 200 and b'id="pin"' in body and b'id="conference"' in body and b'id="room"' in body
     status, js = http_json(server.admin_port, "GET", "/join/join.js")
-    assert status == 200 and b"RTCPeerConnection" in js and b"https://" not in js  # no CDN
+    assert status == 200 and b"RTCPeerConnection" in js and b"https://" not in js and b"http://" not in js
+    # no CDN: everything the page loads is ours
+    assert all(ref.startswith(b"/join/") for ref in re.findall(rb'(?:src|href)="([^"]+)"', body))
+    assert http_json(server.admin_port, "GET", "/join/join.css")[0] == 200
     assert http_json(server.admin_port, "POST", "/join/offer", b"not json")[0] == 400
     assert http_json(server.admin_port, "POST", "/join/offer", b"x" * 70000)[0] == 413
 

@@ -61,7 +61,7 @@ async function join(event) {
   event.preventDefault();
   if (state.phase === "connecting" || state.phase === "joined") return;
   if (!navigator.mediaDevices || !window.RTCPeerConnection) {
-    // browsers give the microphone only to secure pages: https://, or http://localhost
+    // browsers give the microphone only to secure pages: HTTPS, or plain HTTP on localhost
     show("This browser does not allow the microphone here: open this page over HTTPS "
          + "(or on localhost), in a browser with WebRTC.", "error");
     return;
