@@ -691,7 +691,7 @@ class MediaEngine:
         self._wide_mixes = {}
         for key, members in groups:
             hit = old.get(id(key))
-            wm = hit[1] if hit is not None and hit[0] is key else WidebandMix(self._beep_table)
+            wm = hit[1] if hit is not None and hit[0] is key else WidebandMix(self._beep_table, self._talk.threshold_dbfs)
             wm.set_members(members)
             self._wide_mixes[id(key)] = (key, wm)
             for ep in members:
@@ -736,6 +736,7 @@ class MediaEngine:
     def _tick_wide(self) -> None:
         """Every conference with a G.722/Opus participant (general path)."""
         stats = self.stats
+        talk_changes: list = []
         for key, wm in self._wide_mixes.values():
             before = (wm.bad_payloads, wm.fec_frames, wm.plc_frames)
             try:
@@ -743,11 +744,16 @@ class MediaEngine:
                 recorder = getattr(key, "recorder", None)  # a recorded conference (not a lone endpoint)
                 if recorder is not None:
                     recorder.push(np.rint(wm.full_mix).astype(np.int32), wm.rate, self._tick_index)
+                if wm.talk_changes:
+                    talk_changes.extend(wm.talk_changes)
+                    wm.talk_changes = []
             except Exception:  # a codec bug must not stop the other conferences
                 log.exception("wideband mix failed")
             stats.bad_payloads += wm.bad_payloads - before[0]
             stats.fec_frames += wm.fec_frames - before[1]
             stats.plc_frames += wm.plc_frames - before[2]
+        if talk_changes and self.on_talk is not None:
+            self._loop.call_soon(self._report_talk, talk_changes)
 
     def _set_packets(self, rows: list[RtpEndpoint]) -> None:
         """Outgoing packets of every row in one array: per tick the payloads

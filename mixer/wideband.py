@@ -37,6 +37,7 @@ from .g722 import SILENCE_BYTE as G722_SILENCE, G722Decoder, G722Encoder
 from .jitter import FRAME, JitterBuffer
 from .opus import OpusDecoder, OpusEncoder, samples_in
 from .resample import Resampler, resample_once
+from .talk import TalkDetector
 
 log = logging.getLogger(__name__)
 
@@ -305,8 +306,13 @@ class WidebandMix:
     ``_stream``, ``_variants``, ``_codec_i``, ``on_hold``, ``beep_frame``,
     ``_prompt``...)."""
 
-    def __init__(self, beep: np.ndarray) -> None:
+    def __init__(self, beep: np.ndarray, talk_threshold_dbfs: float = -45.0) -> None:
         self._beep8 = beep
+        # SPEC 12 talk state (API, events) per rate class, as the batch path's;
+        # changes of the last tick in talk_changes, for the engine to report
+        self.talk_threshold_dbfs = talk_threshold_dbfs
+        self._talk: dict[int, TalkDetector] = {}
+        self.talk_changes: list = []
         self._beeps: dict[int, np.ndarray] = {}
         self._res: dict[tuple[int, int], Resampler] = {}
         self._shared: dict[tuple, _SharedEncoder] = {}
@@ -329,6 +335,10 @@ class WidebandMix:
         self.classes = classes
         self.rate = max(classes) if classes else 8000
         self._pcm = {r: np.zeros((len(m), r // 50), dtype=np.int16) for r, m in classes.items()}
+        self._talk = {}
+        for r, m in classes.items():
+            detector = self._talk[r] = TalkDetector(self.talk_threshold_dbfs, r // 50)
+            detector.set_rows([getattr(ep, "talking", False) for ep in m])
         # drop resamplers and shared encoders of rates no longer present (a
         # class that comes back starts with a silent history: it is new audio)
         self._res = {k: v for k, v in self._res.items() if k[0] in classes and k[1] in classes}
@@ -399,6 +409,11 @@ class WidebandMix:
                 pcm[~contrib] = 0
             sums[rate] = pcm.sum(axis=0, dtype=np.int32).astype(np.float32)
             talking[rate] = talking_rows(pcm)
+            detector = self._talk[rate]
+            for r in detector.update(pcm).tolist():  # muted and on-hold rows are zero here: quiet
+                ep = eps[r]
+                ep.talking = bool(detector.talking[r])
+                self.talk_changes.append((ep, ep.talking))
         mixes: dict[int, np.ndarray] = {}
         for b in self.classes:
             m = sums[b].copy()

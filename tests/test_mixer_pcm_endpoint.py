@@ -67,6 +67,8 @@ async def test_pcm_participant_and_phone_hear_each_other_one_frame_per_tick():
     engine.start()
     sock = udp()
     frames: list[np.ndarray] = []
+    talk: list[tuple[object, bool]] = []
+    engine.on_talk = talk.extend
     try:
         ep = engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
                                   remote=sock.getsockname(), on_digit=lambda d: None, rtp_timeout=30,
@@ -90,12 +92,16 @@ async def test_pcm_participant_and_phone_hear_each_other_one_frame_per_tick():
         assert abs(dominant_hz(heard_phone, 8000) - 1500) < 20  # 48 kHz in, resampled for the G.711 listener
         assert rms(heard_phone) > 1000
 
+        # SPEC 12 talk state on the general path too: both talk, reported once
+        assert pcm.talking and ep.talking
+        assert [t for e, t in talk if e is pcm] == [True]
         # muted: the phone no longer hears the PCM participant, who still hears the phone
         pcm.set_muted(True)
         frames.clear()
-        got = await _run(engine, sock, ep, pcm, 20, phone_hz=600, pcm_hz=1500)
+        got = await _run(engine, sock, ep, pcm, 40, phone_hz=600, pcm_hz=1500)
         assert rms(_heard_by_phone(got[-10:])) < 50
         assert abs(dominant_hz(np.concatenate(frames[-10:]), 48000) - 600) < 10
+        assert not pcm.talking and [t for e, t in talk if e is pcm] == [True, False]  # muted is quiet
 
         # closed: out of the engine and the conference, no more frames
         pcm.close()

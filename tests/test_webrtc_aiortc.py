@@ -96,6 +96,9 @@ async def test_guest_and_phone_hear_each_other_mute_and_kick(server):
         assert await _until(lambda: phone.hears(GUEST_HZ, 1.0), 10), server.log()[-3000:]
         assert await _until(lambda: level_at(guest.recent(1.0), 48000, PHONE_HZ) > 1000, 10)
         assert abs(dominant_hz(guest.recent(1.0), 48000) - PHONE_HZ) < 15
+        # talking, as the API and the event stream say of a phone (SPEC 12/13)
+        assert await _until(lambda: [p["talking"] for p in participants(port) if p["id"] == pid] == [True], 5)
+        assert re.search(rf"event talking room=800 conference=1234 participant={pid}\b", server.log())
         # muted from the API: the phone no longer hears it
         assert http_json(port, "POST", f"/api/rooms/800/conferences/1234/participants/{pid}/mute", {},
                          token=TOKEN)[0] == 200
