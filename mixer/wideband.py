@@ -281,12 +281,21 @@ class _SharedEncoder:
     """An encoder (the shared one of a codec and rate, or a talker's own)
     with the last frames it encoded, to warm another encoder up with."""
 
-    __slots__ = ("encoder", "up", "history")
+    __slots__ = ("encoder", "up", "history", "last_tick")
 
     def __init__(self, stream: WideStream) -> None:
         self.encoder = stream.new_encoder()
         self.up = Resampler(stream.rate, 16000) if stream.codec == "G722" and stream.rate != 16000 else None
         self.history: deque = deque(maxlen=_WARM_FRAMES)
+        self.last_tick = -2  # WidebandMix tick of its last encode
+
+    def warm_from(self, other: "_SharedEncoder", codec: str) -> None:
+        """Take ``other``'s encoder state (the one a phone's decoder follows)."""
+        if codec == "OPUS":
+            self.encoder.copy_state_from(other.encoder)
+        else:
+            for pcm in other.history:
+                self.encoder.encode(pcm)
 
     def encode(self, out: np.ndarray) -> bytes:
         pcm = _up_to_native(self.up, np.clip(np.rint(out), -32768, 32767).astype(np.int16))
@@ -313,6 +322,7 @@ class WidebandMix:
         self.talk_threshold_dbfs = talk_threshold_dbfs
         self._talk: dict[int, TalkDetector] = {}
         self.talk_changes: list = []
+        self._tick = 0
         self._beeps: dict[int, np.ndarray] = {}
         self._res: dict[tuple[int, int], Resampler] = {}
         self._shared: dict[tuple, _SharedEncoder] = {}
@@ -377,6 +387,7 @@ class WidebandMix:
              prompt_done: Callable[[object], None]) -> int:
         """Pull, mix, encode and ``send(ep, payload)`` for every member;
         returns the number of frames concealed."""
+        self._tick += 1
         concealed = 0
         sums: dict[int, np.ndarray] = {}
         talking: dict[int, np.ndarray] = {}
@@ -446,8 +457,8 @@ class WidebandMix:
             stream = ep._stream
             hold = 0
             if stream is not None:
-                if talking[i]:
-                    stream.own_hold = OWN_HOLD_TICKS
+                if talking[i] or ep._prompt is not None:  # a prompt (SPEC 12 counts...) too:
+                    stream.own_hold = OWN_HOLD_TICKS       # back to the shared encoder only once in step
                 elif stream.own_hold:
                     stream.own_hold -= 1
                 hold = stream.own_hold
@@ -502,6 +513,12 @@ class WidebandMix:
         enc = self._shared.get(key)
         if enc is None:
             enc = self._shared[key] = _SharedEncoder(stream)
+        if enc.last_tick != self._tick - 1 and stream.own_prev and stream.encoder is not None:
+            # the shared stream did not run last tick (nobody else listens in
+            # this codec) and this listener comes back from its own encoder:
+            # start the shared one from the state its decoder follows
+            enc.warm_from(stream.encoder, stream.codec)
+        enc.last_tick = self._tick
         return enc.encode(out)
 
     def _encode_own(self, ep, out: np.ndarray, rate: int) -> bytes:
@@ -515,11 +532,7 @@ class WidebandMix:
             stream.own_prev = True
             shared = self._shared.get((stream.codec, rate))
             if shared is not None:  # the phone has been decoding the shared stream
-                if stream.codec == "OPUS":
-                    enc.encoder.copy_state_from(shared.encoder)
-                else:
-                    for pcm in shared.history:
-                        enc.encoder.encode(pcm)
+                enc.warm_from(shared, stream.codec)
         return enc.encode(out)
 
 

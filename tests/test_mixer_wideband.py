@@ -288,3 +288,53 @@ def test_switching_between_shared_and_own_encoder_does_not_click(codec):
     around = np.concatenate([peaks[2 * 40 - 4:2 * 40 + 8], peaks[2 * (60 + OWN_HOLD_TICKS) - 4:2 * (60 + OWN_HOLD_TICKS) + 8]])
     assert around.max() < max(5 * quiet, 150), (around.round(), quiet)
     assert members[2]._stream.own_prev is False  # back on the shared stream
+
+
+@pytest.mark.parametrize("codec", ["G722", "OPUS"])
+def test_a_prompt_to_the_only_listener_of_its_codec_does_not_click(codec):
+    """A prompt on joining (e.g. SPEC 12's "there are N other participants")
+    puts a listener on its own encoder from its first packet; when it ends,
+    the way back to the shared stream waits OWN_HOLD_TICKS and, the shared
+    encoder having had nobody to encode for, starts it from the own
+    encoder's state (a fresh G.722 encoder clicked at ~5,000)."""
+    from mixer.conference import make_beep
+    from mixer.wideband import OWN_HOLD_TICKS, WidebandMix
+    rate = 16000 if codec == "G722" else 48000
+    n = rate // 50
+    talker, listener = _Member(codec), _Member(codec)
+    wm = WidebandMix(make_beep())
+    wm.set_members([talker, listener])
+    enc = G722Encoder() if codec == "G722" else OpusEncoder(48000)
+    silent = G722Encoder() if codec == "G722" else OpusEncoder(48000)
+    ticks = 100
+    t = np.arange(n * ticks) / rate
+    tone = (6000 * np.sin(2 * np.pi * 470 * t)).astype(np.int16)
+    ramp = np.minimum(1.0, np.minimum(np.arange(160 * 20), np.arange(160 * 20)[::-1]) / 80)  # 10 ms ramps
+    prompt = np.round(4000 * ramp * np.sin(2 * np.pi * 700 * np.arange(160 * 20) / 8000)).astype(np.int16)
+    got = []
+    step = 160 if codec == "G722" else 960
+    done = []
+    for k in range(ticks):
+        if k == 0:
+            listener._prompt, listener._prompt_pos = prompt, 0
+        talker.jitter.put(k * step, enc.encode(np.ascontiguousarray(tone[k * n:(k + 1) * n])))
+        listener.jitter.put(k * step, silent.encode(np.zeros(n, np.int16)))
+
+        def prompt_done(ep):
+            ep._prompt = None
+            done.append(k)
+
+        wm.tick(0, lambda ep, p: got.append(p) if ep is listener else None, prompt_done)
+    assert done  # the prompt played to its end
+    dec = G722Decoder() if codec == "G722" else OpusDecoder(48000)
+    out = np.zeros(n, np.int16)
+    heard = []
+    for p in got:
+        assert dec.decode(p, out)
+        heard.append(out.copy())
+    peaks = _highpass_peaks(np.concatenate(heard), rate)
+    quiet = np.median(peaks[10:])
+    back = done[0] + OWN_HOLD_TICKS  # the tick it returns to the shared stream
+    around = np.concatenate([peaks[2 * done[0] - 6:2 * done[0] + 10], peaks[2 * back - 6:2 * back + 10]])
+    assert around.max() < max(5 * quiet, 150), (around.round(), quiet)
+    assert listener._stream.own_prev is False  # back on the shared stream
