@@ -7,6 +7,7 @@ page; this one proves the server side quickly and in detail."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 
@@ -27,10 +28,12 @@ CONFERENCES = (("1234", "4321"), ("2345", "5432"), ("3456", "6543"), ("4567", "7
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     port = admin_port()
-    s = ServerProcess(tmp_path_factory.mktemp("webrtc"),
-                      config_text=webrtc_config(port, conferences=CONFERENCES,
-                                                security={"pin_failures": 5, "window": 600, "ban": 900})).start()
+    workdir = tmp_path_factory.mktemp("webrtc")
+    cdr = workdir / "cdr.jsonl"
+    s = ServerProcess(workdir, config_text=webrtc_config(port, conferences=CONFERENCES, server={"cdr_file": str(cdr)},
+                                                         security={"pin_failures": 5, "window": 600, "ban": 900})).start()
     s.admin_port = port
+    s.cdr = cdr
     assert wait_until(lambda: _reachable(port), 10), s.log()[-2000:]
     yield s
     s.stop()
@@ -89,6 +92,7 @@ async def test_guest_and_phone_hear_each_other_mute_and_kick(server):
         people = await _until(lambda: len(participants(port)) == 2 and participants(port), 5)
         browser = [p for p in people if p["codec"] == "opus/webrtc"]
         assert len(browser) == 1 and browser[0]["caller"] == "127.0.0.1", people
+        assert browser[0]["srtp"] is True and browser[0]["name"] == "browser"
         pid = browser[0]["id"]
         status, data = http_json(port, "GET", "/api/status", token=TOKEN)
         assert data["participants"] == 2
@@ -115,6 +119,14 @@ async def test_guest_and_phone_hear_each_other_mute_and_kick(server):
                             or guest.pc.connectionState == "failed", 40)
         assert len(participants(port)) == 1
         assert "webrtc-" in server.log() and "ended: removed from the conference" in server.log()
+        # a call record like a phone's (SPEC 13 cdr_file)
+        records = await _until(lambda: [json.loads(x) for x in server.cdr.read_text().splitlines()
+                                        if '"webrtc' in x] if server.cdr.exists() else [], 5)
+        rec = [r for r in records if r["end_reason"] == "removed from the conference"]
+        assert len(rec) == 1, records
+        assert rec[0]["flow"] == "webrtc" and rec[0]["codec"] == "opus/webrtc" and rec[0]["srtp"] is True
+        assert rec[0]["room"] == "800" and rec[0]["conference"] == "1234" and rec[0]["from"] == "127.0.0.1"
+        assert rec[0]["answer"] and rec[0]["duration_s"] > 0
     finally:
         await guest.close()
         phone.close()

@@ -34,6 +34,7 @@ import itertools
 import json
 import logging
 import secrets
+import time
 from importlib import resources
 from typing import Any, Protocol
 
@@ -46,9 +47,12 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from mixer.pcm_endpoint import PcmEndpoint
 from mixer.resample import Resampler
 
+from ..events import rfc3339
+
 log = logging.getLogger("sipconf.webrtc")
 
 API_CODEC = "opus/webrtc"      # SPEC 14: `codec` of a browser participant in the API
+FLOW = "webrtc"                # `flow` of its call_started/call_ended events and call record
 MAX_ATTEMPTS = 3               # wrong room/ID/PIN tries per page, as per call (SPEC 6.4)
 MAX_OFFER = 64 * 1024          # bytes of a POST /join/offer body (an SDP offer is ~3-6 KB)
 BODY_TIMEOUT_S = 10.0
@@ -74,6 +78,7 @@ class ServerLike(Protocol):
     security: Any
     router: Any
     config: Any
+    events: Any
 
 
 # -- the outgoing track ------------------------------------------------------------------------
@@ -145,6 +150,9 @@ class BrowserSession:
         self.caller = caller
         self.display_name = "browser"
         self.api_codec = API_CODEC
+        self.srtp = True           # DTLS-SRTP, always (WebRTC)
+        self.started_at = time.time()
+        self.joined_at: float | None = None
         self.room = room
         self.conference = conference
         self.moderator = moderator
@@ -325,6 +333,8 @@ class WebRtcBridge:
             return None
         log.info("webrtc %s: answered %s for conference %s of room %s%s", session.call_id, caller, conference.id,
                  room.extension, " (moderator)" if moderator else "")
+        self.server.events.publish("call_started", call_id=session.call_id, room=room.extension,
+                                   **{"from": caller, "to": room.extension, "flow": FLOW})
         asyncio.get_running_loop().call_later(CONNECT_TIMEOUT_S, self._connect_deadline, session)
         return session
 
@@ -346,6 +356,7 @@ class WebRtcBridge:
         server.media.attach(endpoint)
         session.endpoint = endpoint
         session.state = "joined"
+        session.joined_at = time.time()
         participant = server.controls.join(session, session.room, session.conference, moderator=session.moderator)
         log.info("webrtc %s: %s joined conference %s of room %s as participant %s", session.call_id, session.caller,
                  session.conference.id, session.room.extension, participant.id)
@@ -377,9 +388,18 @@ class WebRtcBridge:
         if session.state == "ended":
             return
         joined = session.state == "joined"
+        answered = session.pc.localDescription is not None
         session.state = "ended"
         session.reason = reason
         log.info("webrtc %s: ended: %s", session.call_id, reason)
+        if answered:  # a call record (sipconf/cdr.py) for every browser that got an answer
+            end, at = time.time(), session.joined_at
+            self.server.events.publish(
+                "call_ended", call_id=session.call_id, flow=FLOW, room=session.room.extension,
+                conference=session.conference.id if at is not None else None, start=rfc3339(session.started_at),
+                answer=rfc3339(at) if at is not None else None, end=rfc3339(end),
+                duration_s=round(end - at, 3) if at is not None else 0.0, end_reason=reason, codec=API_CODEC,
+                srtp=True, moderator=session.moderator, **{"from": session.caller, "to": session.room.extension})
         if joined:
             self.server.controls.leave(session)
         if session.endpoint is not None:
