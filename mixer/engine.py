@@ -217,11 +217,16 @@ class RtpEndpoint:
     def _on_rtcp(self) -> None:
         while True:
             try:
-                self._rtcp.recv(_RX_SIZE)
+                _n, addr = self._rtcp.recvfrom(_RX_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
+            latched = self._latched
+            if latched is not None and addr[0] == latched[0]:
+                # RTCP from the peer keeps the call alive (SPEC 5): a phone
+                # with silence suppression or Opus DTX sends no RTP while quiet
+                self._last_rx = time.monotonic()
 
     def _receive(self, now: float, skip: int = JUNK_SKIP) -> int:
         """One useful datagram if there is one: dropped ones (junk, a third

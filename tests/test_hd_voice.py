@@ -305,3 +305,32 @@ def test_reinvite_switches_a_call_from_g722_to_opus(hd_server):
     finally:
         talker.close()
         listener.close()
+
+
+def test_opus_dtx_silence_with_rtcp_is_not_a_lost_call(make_server):
+    """A DTX phone sends no RTP while silent, only RTCP: the call stays up
+    past rtp_timeout; with neither, it is hung up (SPEC 5, SPEC 10)."""
+    import socket
+    import struct
+    server = make_server(office_config(server={"rtp_timeout": 2, "language": "en"}, extensions=("101", "102")))
+    quiet, gone = phone(server, "101", "OPUS"), phone(server, "102", "OPUS")
+    rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for p in (quiet, gone):
+            assert p.call("800").status == 200
+            assert p.wait_for_rtp(5, timeout=3)
+        time.sleep(0.3)
+        quiet.stop_audio()
+        gone.stop_audio()
+        server_rtcp = (quiet.remote_rtp[0], quiet.remote_rtp[1] + 1)
+        # an empty receiver report (RFC 3550 6.4.2) once a second
+        report = struct.pack("!BBHI", 0x80, 201, 1, quiet.ssrc)
+        for _ in range(5):
+            rtcp.sendto(report, server_rtcp)
+            time.sleep(1.0)
+        assert gone.wait_for_bye(3.0), "the call with neither RTP nor RTCP was not hung up"
+        assert not quiet.wait_for_bye(0.1), "RTCP alone should have kept the DTX call alive"
+    finally:
+        rtcp.close()
+        quiet.close()
+        gone.close()
