@@ -30,7 +30,7 @@ from .conference import BatchMixer, Conference as _Conference, make_beep
 from .dtmf import DtmfDetector
 from .jitter import FRAME, JitterBuffer
 from .rtp import HEADER_SIZE, RTP_HEADER, RtpSender, TELEPHONE_EVENT
-from .wideband import RTP_STEP, WidebandMix, check_codec, wide_stream
+from .wideband import WidebandMix, check_codec, wide_stream
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +338,8 @@ class MediaEngine:
     def __init__(self, bind: str, *, beep_hz: int = 1000, beep_ms: int = 250, max_mix_rate: int = 48000) -> None:
         self.bind = bind
         self.max_mix_rate = max_mix_rate
-        self._wide_mixes: dict[int, tuple[object, WidebandMix]] = {}  # id(conference or endpoint) ->
+        # id(conference, or lone endpoint) -> (it, its WidebandMix): groups with a G.722/Opus member
+        self._wide_mixes: dict[int, tuple[object, WidebandMix]] = {}
         self.beep = make_beep(beep_hz, beep_ms)
         self.stats = EngineStats()
         self.clock = TickClock()
