@@ -334,3 +334,24 @@ def test_opus_dtx_silence_with_rtcp_is_not_a_lost_call(make_server):
         rtcp.close()
         quiet.close()
         gone.close()
+
+
+def test_undecodable_opus_is_dropped_and_counted_and_the_call_goes_on(hd_server):
+    talker, listener = phone(hd_server, "101", "OPUS"), phone(hd_server, "102", "G722")
+    try:
+        before = joined(hd_server, "5678")
+        for p in (listener, talker):
+            join(p, "5678", "8765")
+        settle(hd_server, "5678", before + 2)
+        dropped0 = metric(hd_server, "sipconf_rtp_packets_dropped")
+        with talker._tx_lock:  # 50 packets of the right PT that are not Opus (a code-3 TOC cut short)
+            for _ in range(50):
+                talker._send_rtp(talker.answer_pt, False, b"\x03\xff", talker._ts)
+                talker._ts = (talker._ts + 960) & 0xFFFFFFFF
+        assert wait_until(lambda: metric(hd_server, "sipconf_rtp_packets_dropped") >= dropped0 + 50, 3)
+        talker.send_tone(3000.0, amplitude=8000)
+        assert listener.wait_for_tone(3000.0, timeout=3, threshold=3000)
+        assert "Traceback" not in hd_server.log()
+    finally:
+        talker.close()
+        listener.close()
