@@ -93,7 +93,6 @@ def test_mixed_room_everyone_hears_everyone_never_themselves(hd_server):
             join(p, "1234", "4321")
             p.send_tone(tones[u][1])
         settle(hd_server, "1234", before + 3)
-        g711, g722, opus = phones["101"], phones["102"], phones["103"]
         start = time.monotonic()
         time.sleep(1.2)
         heard = {u: p.received_audio(start) for u, p in phones.items()}
