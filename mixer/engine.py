@@ -31,7 +31,7 @@ from .dtmf import DtmfDetector
 from .inband_dtmf import FrameClassifier, InbandDtmf, windows_of
 from .jitter import FRAME, JitterBuffer
 from .rtp import HEADER_SIZE, RTP_HEADER, RtpSender, TELEPHONE_EVENT
-from .wideband import RTP_STEP, WidebandMix, check_codec, wide_stream
+from .wideband import WidebandMix, check_codec, wide_stream
 from .talk import TalkDetector
 
 log = logging.getLogger(__name__)
@@ -243,11 +243,16 @@ class RtpEndpoint:
     def _on_rtcp(self) -> None:
         while True:
             try:
-                self._rtcp.recv(_RX_SIZE)
+                _n, addr = self._rtcp.recvfrom(_RX_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
+            latched = self._latched
+            if latched is not None and addr[0] == latched[0]:
+                # RTCP from the peer keeps the call alive (SPEC 5): a phone
+                # with silence suppression or Opus DTX sends no RTP while quiet
+                self._last_rx = time.monotonic()
 
     def _receive(self, now: float, skip: int = JUNK_SKIP) -> int:
         """One useful datagram if there is one: dropped ones (junk, a third
@@ -361,7 +366,8 @@ class MediaEngine:
                  max_mix_rate: int = 48000) -> None:
         self.bind = bind
         self.max_mix_rate = max_mix_rate
-        self._wide_mixes: dict[int, tuple[object, WidebandMix]] = {}  # id(conference or endpoint) ->
+        # id(conference, or lone endpoint) -> (it, its WidebandMix): groups with a G.722/Opus member
+        self._wide_mixes: dict[int, tuple[object, WidebandMix]] = {}
         self.beep = make_beep(beep_hz, beep_ms)
         self.stats = EngineStats()
         self.clock = TickClock()

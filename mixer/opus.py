@@ -1,6 +1,6 @@
 """Opus (RFC 6716 / RFC 7587) through the system libopus, by ctypes.
 
-Why not PyAV, which carries libopus too: its decoder has no way to ask
+Why not PyAV's codec contexts (PyAV carries libopus too): its decoder has no way to ask
 libopus for the in-band FEC copy of a lost frame (``opus_decode`` with
 ``decode_fec=1`` on the *next* packet), and SPEC 10 wants FEC when the next
 packet carries it. One library then does both directions of a stream, and a
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from pathlib import Path
 
 import numpy as np
 
@@ -35,10 +36,21 @@ class OpusError(RuntimeError):
     """libopus is missing or refused an operation."""
 
 
+def _candidates() -> list[str]:
+    """The system libopus first (Debian libopus0), else the copy PyAV's
+    wheel bundles (PyAV is a dependency anyway)."""
+    names = [n for n in (ctypes.util.find_library("opus"), "libopus.so.0") if n]
+    try:
+        import av
+        libs = Path(av.__file__).resolve().parent.parent / "av.libs"
+        names += sorted(str(p) for p in libs.glob("libopus*.so*"))
+    except ImportError:
+        pass
+    return names
+
+
 def _load() -> ctypes.CDLL | None:
-    for name in (ctypes.util.find_library("opus"), "libopus.so.0"):
-        if not name:
-            continue
+    for name in _candidates():
         try:
             lib = ctypes.CDLL(name)
         except OSError:

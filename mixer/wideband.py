@@ -25,21 +25,17 @@ Decode failures are concealed and counted (``bad_payloads``), never raised.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from typing import Callable
 
 import numpy as np
 
 from .codecs import DECODE_VARIANTS, ENCODE_BOTH, ENCODE_OFFSETS, MUTED_OFFSET
-from .conference import frames_of
 from .g722 import SILENCE_BYTE as G722_SILENCE, G722Decoder, G722Encoder
 from .jitter import FRAME, JitterBuffer
 from .opus import OpusDecoder, OpusEncoder, samples_in
 from .resample import Resampler, resample_once
 from .talk import TalkDetector
-
-log = logging.getLogger(__name__)
 
 __all__ = ["CODEC_RATE", "RTP_STEP", "WIDEBAND", "OpusJitter", "WideStream", "WidebandMix", "talking_rows"]
 

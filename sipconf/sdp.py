@@ -320,8 +320,8 @@ def _codec_of(media: MediaDescription, fmt: str) -> tuple[str, int] | None:
 def _telephone_event(media: MediaDescription, clock: int = 8000) -> tuple[int, int] | None:
     """(payload type, clock) of the offer's telephone-event: the one at the
     audio codec's clock if offered (RFC 4733 2.1), else one at 8000 or 48000."""
-    found = [_telephone_event_at(media, rate) for rate in (clock, 8000, 48000)]
-    for rate, pt in zip((clock, 8000, 48000), found):
+    for rate in (clock, 8000, 48000):
+        pt = _telephone_event_at(media, rate)
         if pt is not None:
             return pt, rate
     return None

@@ -96,7 +96,6 @@ def test_mixed_room_everyone_hears_everyone_never_themselves(hd_server):
             join(p, "1234", "4321")
             p.send_tone(tones[u][1])
         settle(hd_server, "1234", before + 3)
-        g711, g722, opus = phones["101"], phones["102"], phones["103"]
         start = time.monotonic()
         time.sleep(1.2)
         heard = {u: p.received_audio(start) for u, p in phones.items()}
@@ -305,6 +304,56 @@ def test_reinvite_switches_a_call_from_g722_to_opus(hd_server):
         assert {h.pt for h in list(listener.rtp_headers)[-20:]} == {111}
         assert listener.tone_level(5000.0, 0.8) > 3000  # still hears the G.722 talker, now through Opus
         assert _continuous(listener)
+    finally:
+        talker.close()
+        listener.close()
+
+
+def test_opus_dtx_silence_with_rtcp_is_not_a_lost_call(make_server):
+    """A DTX phone sends no RTP while silent, only RTCP: the call stays up
+    past rtp_timeout; with neither, it is hung up (SPEC 5, SPEC 10)."""
+    import socket
+    import struct
+    server = make_server(office_config(server={"rtp_timeout": 2, "language": "en"}, extensions=("101", "102")))
+    quiet, gone = phone(server, "101", "OPUS"), phone(server, "102", "OPUS")
+    rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for p in (quiet, gone):
+            assert p.call("800").status == 200
+            assert p.wait_for_rtp(5, timeout=3)
+        time.sleep(0.3)
+        quiet.stop_audio()
+        gone.stop_audio()
+        server_rtcp = (quiet.remote_rtp[0], quiet.remote_rtp[1] + 1)
+        # an empty receiver report (RFC 3550 6.4.2) once a second
+        report = struct.pack("!BBHI", 0x80, 201, 1, quiet.ssrc)
+        for _ in range(5):
+            rtcp.sendto(report, server_rtcp)
+            time.sleep(1.0)
+        assert gone.wait_for_bye(3.0), "the call with neither RTP nor RTCP was not hung up"
+        assert not quiet.wait_for_bye(0.1), "RTCP alone should have kept the DTX call alive"
+    finally:
+        rtcp.close()
+        quiet.close()
+        gone.close()
+
+
+def test_undecodable_opus_is_dropped_and_counted_and_the_call_goes_on(hd_server):
+    talker, listener = phone(hd_server, "101", "OPUS"), phone(hd_server, "102", "G722")
+    try:
+        before = joined(hd_server, "5678")
+        for p in (listener, talker):
+            join(p, "5678", "8765")
+        settle(hd_server, "5678", before + 2)
+        dropped0 = metric(hd_server, "sipconf_rtp_packets_dropped")
+        with talker._tx_lock:  # 50 packets of the right PT that are not Opus (a code-3 TOC cut short)
+            for _ in range(50):
+                talker._send_rtp(talker.answer_pt, False, b"\x03\xff", talker._ts)
+                talker._ts = (talker._ts + 960) & 0xFFFFFFFF
+        assert wait_until(lambda: metric(hd_server, "sipconf_rtp_packets_dropped") >= dropped0 + 50, 3)
+        talker.send_tone(3000.0, amplitude=8000)
+        assert listener.wait_for_tone(3000.0, timeout=3, threshold=3000)
+        assert "Traceback" not in hd_server.log()
     finally:
         talker.close()
         listener.close()

@@ -190,6 +190,7 @@ async def test_silent_listeners_share_one_encode_talkers_get_their_own():
             conf.add(ep)
         encs = [G722Encoder() for _ in socks]
         tone = sine(2000, 16000, 320 * 60, amp=8000).astype(np.int16)
+        mixes = []
         loop = asyncio.get_running_loop()
         start = loop.time()
         for i in range(60):
@@ -197,6 +198,8 @@ async def test_silent_listeners_share_one_encode_talkers_get_their_own():
                 pcm = tone[i * 320:(i + 1) * 320] if k == 0 else np.zeros(320, np.int16)
                 s.sendto(rtp.build(9, i, i * 160, 0x100 + k, encs[k].encode(pcm)), ("127.0.0.1", ep.local_port))
             await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - loop.time()))
+            hit = engine.conference_mix(conf)
+            mixes.append((hit[0], hit[1].copy()))
         await asyncio.sleep(0.1)
         got = [[p[12:] for p in _drain(s)] for s in socks]
         assert engine.conference_mix(conf)[0] == 16000
@@ -218,6 +221,8 @@ async def test_silent_listeners_share_one_encode_talkers_get_their_own():
         talker = np.concatenate(heard[0][-20:]).astype(float)
         assert peak(listener, 16000, 1900, 2100) > 4000  # the listener hears the talker
         assert peak(talker, 16000, 1900, 2100) < 200  # the talker does not hear itself
+        rate, full = mixes[-1]  # what a recorder reads each tick: the N-mix
+        assert rate == 16000 and len(full) == 320 and peak(full.astype(float), 16000, 1900, 2100) > 4000
     finally:
         await engine.close()
         for s in socks:
@@ -338,3 +343,31 @@ def test_a_prompt_to_the_only_listener_of_its_codec_does_not_click(codec):
     around = np.concatenate([peaks[2 * done[0] - 6:2 * done[0] + 10], peaks[2 * back - 6:2 * back + 10]])
     assert around.max() < max(5 * quiet, 150), (around.round(), quiet)
     assert listener._stream.own_prev is False  # back on the shared stream
+
+
+async def test_conference_mix_of_a_g711_room_is_the_8k_total():
+    engine = MediaEngine("127.0.0.1")
+    engine.start()
+    socks = [_udp() for _ in range(2)]
+    try:
+        eps = [engine.open_endpoint(0, codec="PCMA", payload_type=8, telephone_event_pt=None,
+                                    remote=s.getsockname(), on_digit=lambda d: None, rtp_timeout=30,
+                                    on_timeout=lambda: None) for s in socks]
+        conf = engine.new_conference()
+        for ep in eps:
+            conf.add(ep)
+        from mixer import codecs
+        tone = sine(1500, 8000, 160 * 30, amp=8000).astype(np.int16)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i in range(30):
+            socks[0].sendto(rtp.build(8, i, i * 160, 7, codecs.encode(tone[i * 160:(i + 1) * 160], "PCMA")),
+                            ("127.0.0.1", eps[0].local_port))
+            await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - loop.time()))
+        rate, full = engine.conference_mix(conf)  # read while the talker still talks
+        assert rate == 8000 and len(full) == 160
+        assert peak(full.astype(float), 8000, 1400, 1600) > 4000
+    finally:
+        await engine.close()
+        for s in socks:
+            s.close()
