@@ -7,11 +7,16 @@ conference) are decoded with one ``np.take``, summed per conference with one
 prompts are added, everything is clipped to int16 and encoded with one more
 ``np.take``. Two-party calls are exact: A hears (A + B) - A = B.
 
+An optional ``contrib_hook`` (the engine's talk detection and in-band DTMF,
+SPEC 12) names the rows that go into the sum; the others (silent, muted,
+typing tones) still hear the mix but add nothing to it.
+
 ``Conference`` is membership plus the join-beep rule: when someone joins,
 everyone already present gets the beep once (from the start of the beep; a
 beep already sounding restarts). The newcomer does not get it: it is the
 signal that *someone else* came in, and the newcomer is usually hearing a
-prompt from call control at that moment (SPEC 6.5 leaves this open).
+prompt from call control at that moment (SPEC 6.5 leaves this open). With a
+leave beep, everyone left hears it when a member leaves (SPEC 12).
 """
 
 from __future__ import annotations

@@ -514,3 +514,28 @@ def test_digit_flood_does_not_disturb_the_media(server):
         assert not a.wait_for_bye(0.1) and not b.wait_for_bye(0.1)
     finally:
         close_all(a, b)
+
+
+def test_french_count_and_key_answers(tmp_path):
+    text = controls_config().replace('language = "en"', 'language = "fr"')
+    assert 'language = "fr"' in text
+    french = ServerProcess(tmp_path, config_text=text).start()
+    a, b, c = phone(french, "101"), phone(french, "102"), phone(french, "103")
+
+    def fr(name: str) -> np.ndarray:
+        return load_prompt("fr", name)
+
+    try:
+        enter(a, french, "4444", "4000")
+        enter(b, french, "4444", "4000")
+        since = time.monotonic()
+        enter(c, french, "4444", "4000")
+        deux = np.concatenate([fr("count_others_before"), fr("number_2"), fr("count_others_after")])
+        assert heard(c, deux, since)  # "Il y a deux autres participants."
+        assert prompt_score(c, count_prompt(2, others=True), since) < 0.5  # not the English one
+        time.sleep(0.5)
+        since = keys(b, "*6")
+        assert heard(b, fr("muted"), since)  # "Votre micro est coupé."
+    finally:
+        close_all(a, b, c)
+        french.stop()
