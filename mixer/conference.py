@@ -142,6 +142,7 @@ class BatchMixer:
         dec = self._dec
         if not len(rows):
             out.fill(0)
+            self._totals.fill(0)  # the recorder reads them: silence, not the last sum
             return
         group_of_row = self._group_of_row
         groups = group_of_row[rows]

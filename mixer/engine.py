@@ -46,9 +46,9 @@ JUNK_SKIP = 64  # dropped datagrams skipped per read (see RtpEndpoint._receive)
 HOUSEKEEPING_TICKS = 5  # rtp timeout / stale DTMF checks every 100 ms
 _RX_SIZE = 2048
 _FAST_SIZE = HEADER_SIZE + FRAME  # the datagram of the receive fast path
-#: Upper bounds (s) of the tick lateness/work histogram buckets (counts since start).
 #: Sample rate of every conference's mix (handed to recorders with each block).
 MIX_RATE = 8000
+#: Upper bounds (s) of the tick lateness/work histogram buckets (counts since start).
 TICK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075,
                 0.01, 0.015, 0.02, 0.03, 0.05, 0.1)
 
@@ -888,8 +888,14 @@ class MediaEngine:
             self._taps_dirty = False
         if self._taps:
             totals = mixer.totals
-            for g, push in self._taps:
-                push(totals[g], MIX_RATE, tick)
+            try:
+                for g, push in self._taps:
+                    push(totals[g], MIX_RATE, tick)
+            except Exception:  # a recorder's bug must not cost the calls this tick's packets
+                log.exception("recorder push failed: recordings detached from the mixer")
+                for conf, _g in self._groups:
+                    conf.recorder = None
+                self._taps = []
         pk = self._pk
         pk["payload"] = mixer.tx
         np.add(self._ts_base, tick * FRAME, out=self._ts_now)

@@ -159,7 +159,7 @@ class Recorder:
         while queue:
             tick, block_rate, pcm = queue.popleft()
             if rate is not None and block_rate != rate:
-                self._write(np.concatenate(blocks), rate)
+                self._write(_int16(blocks), rate)
                 blocks = []
             rate = block_rate
             if self._next_tick is not None:
@@ -168,11 +168,9 @@ class Recorder:
                     blocks.append(np.zeros(gap * len(pcm), dtype=np.int16))
                     self.frames_written += gap
             self._next_tick = tick + 1
-            if pcm.dtype != np.int16:
-                pcm = np.clip(pcm, -32768, 32767).astype(np.int16)
             blocks.append(pcm)
             self.frames_written += 1
-        self._write(np.concatenate(blocks), rate)
+        self._write(_int16(blocks), rate)
 
     def _open(self) -> None:
         import av  # PyAV: imported by the worker, so a server without recordings never loads it
@@ -180,10 +178,10 @@ class Recorder:
         directory = os.path.dirname(self.path)
         if directory:
             os.makedirs(directory, exist_ok=True)
-        self.path = _unused(self.path)
         # Our own file object under PyAV: libavformat keeps a write error to
         # itself until the trailer, this one raises it at the write that failed.
-        self._file = _CheckedFile(self.path)
+        self._file = _CheckedFile.create(self.path)
+        self.path = self._file.path
         try:
             out = av.open(self._file, mode="w", format=self._container_format)
         except BaseException:
@@ -262,8 +260,21 @@ class _CheckedFile:
     byte written or the error kept, and ``check`` raises the first error."""
 
     def __init__(self, path: str) -> None:
-        self._f = open(path, "wb", buffering=0)
+        self.path = path
+        self._f = open(path, "xb", buffering=0)  # never over another recording
         self.error: OSError | None = None
+
+    @classmethod
+    def create(cls, path: str) -> "_CheckedFile":
+        """A new file at ``path``, or ``name-2.ext``, ``name-3.ext``... when
+        it exists (two recordings of one conference started in the same second)."""
+        stem, ext = os.path.splitext(path)
+        for n in range(1, 1000):
+            try:
+                return cls(path if n == 1 else f"{stem}-{n}{ext}")
+            except FileExistsError:
+                continue
+        raise FileExistsError(errno.EEXIST, "too many recordings with this name", path)
 
     def write(self, data) -> int:
         view = memoryview(data)
@@ -299,16 +310,13 @@ class _CheckedFile:
         self._f.close()
 
 
-def _unused(path: str) -> str:
-    """``path``, or ``name-2.ext``, ``name-3.ext``... when it exists already
-    (two recordings of one conference started within the same second)."""
-    if not os.path.exists(path):
-        return path
-    stem, ext = os.path.splitext(path)
-    n = 2
-    while os.path.exists(f"{stem}-{n}{ext}"):
-        n += 1
-    return f"{stem}-{n}{ext}"
+def _int16(blocks: list[np.ndarray]) -> np.ndarray:
+    """The blocks end to end as int16; wider integers (the mixer's sums) are
+    clipped, not wrapped. One clip for the whole batch."""
+    pcm = np.concatenate(blocks)
+    if pcm.dtype != np.int16:
+        pcm = np.clip(pcm, -32768, 32767).astype(np.int16)
+    return pcm
 
 
 def _describe(error: BaseException) -> str:

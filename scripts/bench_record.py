@@ -5,7 +5,10 @@
    conference's row of the mix totals and calls ``Recorder.push`` (copy +
    deque append), with the recorder's worker thread encoding meanwhile, as
    in the server. Timed in batches (mean) and one by one (percentiles).
-2. The worker's effect on tick timing: a 20 ms tick loop on the main thread
+2. The real ``MediaEngine._tick`` of N participants in conferences of 10
+   (sockets bound, no traffic: every row conceals), with 0 and with 1 or
+   10 conferences recorded, alternating blocks of ticks (paired).
+3. The worker's effect on tick timing: a 20 ms tick loop on the main thread
    (like the mixer's) pushes to R recorders while their workers encode and
    write; lateness of each tick (p50 / p99 / max) with R = 0, 1, 10, and
    the CPU the workers used.
@@ -16,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import tempfile
 import time
@@ -25,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mixer.engine import MIX_RATE  # noqa: E402
+from mixer.engine import MIX_RATE, MediaEngine  # noqa: E402
 from mixer.jitter import FRAME  # noqa: E402
 from mixer.record import Recorder  # noqa: E402
 
@@ -86,6 +90,48 @@ def bench_hook(directory: Path, fmt: str, pushes: int) -> None:
     print(f"  dropped {recorder.frames_dropped}, written {recorder.frames_written}")
 
 
+async def bench_engine(directory: Path, fmt: str, participants: int, recorded: int, rounds: int = 200,
+                       block: int = 20) -> None:
+    engine = MediaEngine("127.0.0.1")
+    endpoints = [engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101, remote=None,
+                                      on_digit=lambda d: None, rtp_timeout=3600.0, on_timeout=lambda: None)
+                 for _ in range(participants)]
+    conferences = [engine.new_conference() for _ in range(participants // 10)]
+    for i, endpoint in enumerate(endpoints):
+        conferences[i // 10].add(endpoint)
+    recorders = [Recorder(str(directory / f"engine-{i}.{fmt}"), fmt, file_rate=MIX_RATE).start()
+                 for i in range(recorded)]
+    tick = 0
+    times = {False: [], True: []}
+    try:
+        for _ in range(rounds):
+            for recording in (False, True):
+                for conference, recorder in zip(conferences, recorders):
+                    engine.set_recorder(conference, recorder if recording else None)
+                engine._tick(tick)  # the taps list is rebuilt here: not timed
+                tick += 1
+                t = time.perf_counter()
+                for _ in range(block):
+                    engine._tick(tick)
+                    tick += 1
+                times[recording].append((time.perf_counter() - t) / block)
+                await asyncio.sleep(0.02)  # the workers drain in the slack, as between real ticks
+    finally:
+        for recorder in recorders:
+            recorder.stop()
+        for recorder in recorders:
+            recorder.join(10)
+        await engine.close()
+    without = np.median(times[False]) * 1e6
+    with_rec = np.median(times[True]) * 1e6
+    paired = np.array(times[True]) - np.array(times[False])
+    low, high = np.percentile(paired, [25, 75]) * 1e6
+    dropped = sum(r.frames_dropped for r in recorders)
+    print(f"  {participants} participants, {recorded:>2} recorded: tick {without:.1f} us without, {with_rec:.1f} us "
+          f"with; paired difference median {np.median(paired) * 1e6:+.1f} us (quartiles {low:+.1f} / {high:+.1f}) "
+          f"over {rounds} pairs of {block}-tick blocks; dropped {dropped}")
+
+
 def bench_ticks(directory: Path, fmt: str, recorders: int, seconds: float) -> None:
     rng = np.random.default_rng(1)
     totals = totals_for(0, rng)
@@ -129,6 +175,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-record-") as tmp:
         directory = Path(tmp)
         bench_hook(directory, args.format, args.pushes)
+        print("real MediaEngine._tick, paired blocks with and without recordings:")
+        for recorded in (1, 10):
+            asyncio.run(bench_engine(directory, args.format, 200, recorded))
         print(f"20 ms tick loop for {args.seconds:g} s, pushing to R recordings ({args.format}) "
               "whose workers encode meanwhile:")
         for recorders in (0, 1, 10):

@@ -62,6 +62,7 @@ class Call:
     end_reason: str | None = None
     # for the call record (sipconf/cdr.py): From user, number dialled, wall-clock times
     calling: str | None = None
+    display_name: str = ""  # From display name or the extension's name (admin API)
     called: str | None = None
     started_at: float = field(default_factory=time.time)
     answered_at: float | None = None

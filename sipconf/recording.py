@@ -4,8 +4,9 @@ file names, events and metrics. The writing itself is mixer/record.py.
 Entry points, all on the event loop:
 
 - ``start_recording(room, conference)`` / ``stop_recording(room, conference)``
-  and ``recording(room, conference)``: for the moderator's ``*7`` and the
-  admin API. Both answer the new state (True = recording).
+  / ``toggle_recording(room, conference)`` and ``recording(room, conference)``
+  (room extension and conference ID): for the moderator's ``*7`` and the
+  admin API. They answer the new state (True = recording).
 - ``joined`` / ``conference_ended``: the ConferenceDirectory's hooks. A
   conference with ``auto_record = true`` starts recording when its first
   participant joins; a newcomer to a recorded conference hears the notice;
@@ -132,6 +133,12 @@ class Recordings:
         if announce:
             self._announce(recording.mixer_conference, PROMPT_STOPPED, recording)
         return False
+
+    def toggle_recording(self, room: str, conference: str) -> bool:
+        """The moderator's ``*7``: start when not recording, else stop; the new state."""
+        if self.recording(room, conference):
+            return self.stop_recording(room, conference)
+        return self.start_recording(room, conference)
 
     def stop_all(self, reason: str = "server shutdown") -> None:
         for room, conference in list(self._live):

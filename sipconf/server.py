@@ -163,7 +163,7 @@ class SipServer:
         and bans so far stay), prompt language, ``rtp_timeout``, the RTP port
         range and ``answer_delay_ms``/``advertise`` -- the last four for new
         calls only; calls up keep their room, port and timeout. Not live:
-        ``bind``, ``sip_port``, ``metrics_port``, ``[sounds]`` and
+        ``bind``, ``sip_port``, ``metrics_port``, ``[sounds]``, ``[admin]`` and
         ``[trunks.register]``: they keep their running values and are logged
         as needing a restart. Returns those log lines' subjects."""
         old = self.config
@@ -174,9 +174,11 @@ class SipServer:
         if [(t.name, t.register) for t in old.trunks if t.register] != \
                 [(t.name, t.register) for t in config.trunks if t.register]:
             restart.append("[trunks.register]")
+        if old.admin != config.admin:
+            restart.append("[admin]")  # its socket and token are the running server's
         # What cannot change live keeps its running value, so that the server
         # stays consistent (Contact and Via name the port really listened on).
-        config = dataclasses.replace(config, sounds=old.sounds, server=dataclasses.replace(
+        config = dataclasses.replace(config, sounds=old.sounds, admin=old.admin, server=dataclasses.replace(
             config.server, **{key: getattr(old.server, key) for key in self.RESTART_KEYS}))
         server, old_server = config.server, old.server
 
@@ -311,10 +313,10 @@ class SipServer:
         response.headers.add("Server", USER_AGENT)
         if status >= 200:
             self.limits.answered(transaction.key)
+        self._flush(self.layer.respond(transaction, response, self.clock()))
         if status >= 300 and request.method == "INVITE" and not request.to_tag and status not in (401, 407, 482) \
                 and request.call_id not in self.calls:
             self._call_refused(request, status, response.reason)
-        self._flush(self.layer.respond(transaction, response, self.clock()))
 
     def _tag_for(self, request: Request) -> str:
         call = self.calls.get(request.call_id)
@@ -525,6 +527,7 @@ class SipServer:
             self._respond(transaction, 503, "No RTP Ports Available", headers=[("Retry-After", "10")])
             return
         call.calling, call.called = from_user, number
+        call.display_name = _display_name(request, self.config.extension(user) if trunk is None else None)
         self.events.publish("call_started", call_id=call_id, room=call.room.extension if call.room else None,
                             **{"from": from_user, "to": number, "flow": call.flow.value})
         log.info("call %s: new call from %s (%s, %s:%d) to %s -> %s, %s/%d", call_id, from_user, identity,
@@ -738,8 +741,13 @@ class SipServer:
             **{"from": call.calling, "to": call.called})
 
     def _call_refused(self, request: Request, status: int, reason: str) -> None:
-        """An INVITE refused with a final status: a call too (a call record)."""
-        number, destination = self.router.route(request)
+        """An INVITE refused with a final status: a call too (a call record).
+        The 401/407 challenge is not: the call goes on with credentials."""
+        try:
+            number, destination = self.router.route(request)
+        except Exception:  # noqa: BLE001 - the response is out; a record is not worth more
+            log.exception("call %s: no call record for the refused INVITE", request.call_id)
+            return
         now = rfc3339(time.time())
         flow = room = None
         if isinstance(destination, RoomDestination):
@@ -769,6 +777,16 @@ def codec_label(codec: str) -> str:
     """The SDP encoding name and rate as in ``a=rtpmap`` (SPEC 13)."""
     return {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "G722": "G722/8000",
             "OPUS": "opus/48000/2"}.get(codec.upper(), f"{codec}/8000")
+
+
+def _display_name(request: Request, extension) -> str:
+    """The From display name, else the calling extension's configured name
+    (shown by the admin API and console); at most 64 characters."""
+    try:
+        name = parse_name_addr(request.headers.get("From") or "").display_name
+    except ValueError:
+        name = None
+    return (name or (extension.name if extension is not None else "") or "").strip()[:64]
 
 
 def _from_user(request: Request) -> str | None:

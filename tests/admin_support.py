@@ -17,6 +17,7 @@ from phone import TestPhone
 from support import PASSWORDS, free_port, office_config, wait_until
 
 TOKEN = "test-admin-token-0123456789"
+NAMES = {"101": "Alice", "102": "Bob", "103": "Carol", "104": "Dave"}
 TONES = {"101": 440.0, "102": 660.0, "103": 880.0, "104": 1100.0}
 # conference id -> pin; one conference per test, so that tests do not see each other
 CONFERENCES = tuple((str(1000 + i), str(9000 + i)) for i in range(1, 13))
@@ -31,6 +32,8 @@ def admin_config(admin_port: int, *, metrics_port: int = 0, security: dict | Non
         server["metrics_port"] = metrics_port
     text = office_config(server=server, extensions=("101", "102", "103", "104"), conferences=CONFERENCES,
                          security=security)
+    for number, name in NAMES.items():  # the console shows them
+        text = text.replace(f'number = "{number}"\n', f'number = "{number}"\nname = "{name}"\n', 1)
     if recordings is not None:
         text += f'\n[recording]\ndirectory = "{recordings}"\nformat = "wav"\n'
     return text + f'\n[admin]\nbind = "127.0.0.1"\nport = {admin_port}\ntoken = "{TOKEN}"\n'

@@ -4,8 +4,11 @@ and a tiny tmpfs for disk-full tests (root only)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import av
@@ -44,8 +47,19 @@ def sine(hz: float, n: int, rate: int, amplitude: float = 8000, start: int = 0) 
     return np.round(amplitude * np.sin(2 * np.pi * hz * t)).astype(np.int16)
 
 
+@functools.lru_cache(maxsize=None)
 def can_mount() -> bool:
-    return os.geteuid() == 0
+    """True when a tmpfs can be mounted here (root with the right to mount:
+    not in every container)."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    with tempfile.TemporaryDirectory(prefix="sipconf-mount-check-") as directory:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", directory],
+                              capture_output=True, timeout=10)
+        if done.returncode != 0:
+            return False
+        subprocess.run(["umount", directory], capture_output=True, timeout=10)
+        return True
 
 
 @contextlib.contextmanager

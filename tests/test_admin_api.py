@@ -6,6 +6,7 @@ newcomer), auth and bans, JSON errors."""
 from __future__ import annotations
 
 import datetime
+import socket
 import time
 
 import av
@@ -62,6 +63,7 @@ def test_status_and_rooms_list_live_participants(server, admin):
         assert live["locked"] is False and live["recording"] is False
         assert [p["id"] for p in live["participants"]] == [pa, pb]
         assert [p["caller"] for p in live["participants"]] == ["101", "102"]  # the calling numbers
+        assert [p["name"] for p in live["participants"]] == ["Alice", "Bob"]  # the extensions' names
         for p in live["participants"]:
             assert set(p) >= {"id", "caller", "name", "codec", "srtp", "moderator", "muted", "talking", "joined_at"}
             assert p["codec"] == "PCMU/8000" and p["srtp"] is False and p["moderator"] is False
@@ -269,3 +271,17 @@ def test_console_files_are_served(server, admin):
         status, body, headers = admin.get(path, token=None)
         assert status == 200 and headers["Content-Type"].startswith(kind) and len(body) > 500
     assert "default-src 'self'" in headers["Content-Security-Policy"]
+
+
+def test_the_query_token_is_taken_on_the_event_stream_only(server, admin):
+    source = "127.0.0.4"
+    status, data, _ = admin.get(f"/api/status?token={TOKEN}", token=None, source=source)
+    assert status == 401 and data["error"]
+    status, _, _ = admin.post(f"/api/rooms/800/conferences/1001/lock?token={TOKEN}", token=None, source=source)
+    assert status == 401
+    # the stream with it answers (read its first bytes, then hang up)
+    with socket.create_connection(("127.0.0.1", server.admin_port), timeout=5) as s:
+        s.sendall(f"GET /api/events?token={TOKEN} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = s.recv(4096)
+    assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
+    assert TOKEN not in server.log()  # never logged, query strings included

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import http.client
+import re
 import socket
 import time
 
@@ -80,7 +81,10 @@ def test_stalled_stream_is_dropped_while_another_receives_everything(server, adm
         conference = "1009"
         pid = enter(a, admin, conference, CONF[conference])
         assert wait_until(lambda: len(healthy.named("joined")) >= 1, 5)
-        dropped_before = metric(server, "sipconf_admin_rejected_total", reason="queue_full")
+        def dropped() -> float:  # its queue filled (or, on a very slow machine, a write waited 10 s)
+            return sum(metric(server, "sipconf_admin_rejected_total", reason=r) for r in ("queue_full", "stalled"))
+
+        dropped_before = dropped()
         headers = {"Authorization": f"Bearer {TOKEN}"}
         path = f"/api/rooms/800/conferences/{conference}/participants/{pid}/"
         actions = 0
@@ -89,11 +93,9 @@ def test_stalled_stream_is_dropped_while_another_receives_everything(server, adm
             response = connection.getresponse()
             response.read()
             assert response.status == 200
-            if actions % 200 == 0 and metric(server, "sipconf_admin_rejected_total",
-                                             reason="queue_full") > dropped_before:
+            if actions % 200 == 0 and dropped() > dropped_before:
                 break
-        assert metric(server, "sipconf_admin_rejected_total", reason="queue_full") == dropped_before + 1, \
-            f"the stalled stream was not dropped after {actions} events"
+        assert dropped() == dropped_before + 1, f"the stalled stream was not dropped after {actions} events"
         # the other stream got every one of them, in order
         assert wait_until(lambda: len([e for e in healthy.named("muted", "unmuted")
                                        if e.get("participant") == pid]) == actions, 10)
@@ -113,7 +115,7 @@ def test_stalled_stream_is_dropped_while_another_receives_everything(server, adm
         except ConnectionResetError:
             pass
         assert received < 2_000_000  # bounded: never everything that was published for it
-        assert "event stream of 127.0.0.1 dropped: queue full" in server.log()
+        assert re.search(r"event stream of 127\.0\.0\.1 dropped: (queue full|stalled)", server.log())
         assert admin.get("/api/status")[0] == 200
     finally:
         connection.close()

@@ -4,6 +4,7 @@ content, rate changes, a full queue dropping and counting, write failures."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,3 +130,69 @@ def test_full_disk_mid_recording_stops_with_one_log_line(tmp_path, caplog):
         push_tone(recorder, 440, 5, first_tick=1000)  # pushes after the failure return at once
         lines = [r for r in caplog.records if r.name == "mixer.record"]
         assert len(lines) == 1, [r.getMessage() for r in lines]
+
+
+async def test_engine_hands_the_conference_mix_to_its_recorder_and_survives_a_broken_one():
+    """MediaEngine.set_recorder: the recorder gets the conference's full mix
+    (everyone's input) each tick; a push that raises detaches the recorders
+    and the tick still sends."""
+    from mixer.codecs import encode
+    from mixer.engine import MIX_RATE, MediaEngine
+
+    engine = MediaEngine("127.0.0.1")
+    endpoints = [engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=None, remote=None,
+                                      on_digit=lambda d: None, rtp_timeout=3600.0, on_timeout=lambda: None)
+                 for _ in range(3)]
+    conference = engine.new_conference()
+    for endpoint in endpoints[:2]:
+        conference.add(endpoint)  # the third is alone: not in the recording
+
+    class Tap:
+        def __init__(self):
+            self.blocks = []
+
+        def push(self, pcm, rate, tick):
+            self.blocks.append((pcm.copy(), rate, tick))
+
+    tap = Tap()
+    engine.set_recorder(conference, tap)
+    try:
+        engine._tick(0)
+        for tick in range(1, 30):
+            for endpoint, hz in zip(endpoints, (440, 660, 880)):
+                # one 20 ms G.711 frame straight into each jitter buffer (what a packet does)
+                payload = encode(sine(hz, 160, 8000, start=tick * 160), "PCMU")
+                endpoint.jitter.put(tick * 160, memoryview(payload), 0, 160)
+            engine._tick(tick)
+        assert [rate for _, rate, _ in tap.blocks] == [MIX_RATE] * 30
+        assert [t for _, _, t in tap.blocks] == list(range(30))
+        # the last 200 ms (past the jitter buffers' delay): both members, never the outsider
+        mixed = np.concatenate([pcm for pcm, _, _ in tap.blocks[-10:]]).astype(np.float64)
+        assert 7000 < tone_level(mixed, 8000, 440) < 9000
+        assert 7000 < tone_level(mixed, 8000, 660) < 9000
+        assert tone_level(mixed, 8000, 880) < 200  # not in the conference, not in its recording
+
+        class Broken:
+            def push(self, pcm, rate, tick):
+                raise RuntimeError("bug")
+
+        engine.set_recorder(conference, Broken())
+        engine._tick(30)  # does not raise: the rest of the tick (packing, sending) ran
+        engine._tick(31)
+        assert conference.recorder is None and engine._taps == []
+    finally:
+        await engine.close()
+
+
+def test_an_existing_file_is_never_overwritten(tmp_path):
+    taken = tmp_path / "800-1234-20261130T224408Z.wav"
+    taken.write_bytes(b"earlier recording")
+    paths = []
+    for _ in range(2):
+        recorder = Recorder(str(taken), "wav", file_rate=8000).start()
+        push_tone(recorder, 440, 5)
+        recorder.stop()
+        assert recorder.join(5) and recorder.error is None
+        paths.append(Path(recorder.path).name)
+    assert paths == ["800-1234-20261130T224408Z-2.wav", "800-1234-20261130T224408Z-3.wav"]
+    assert taken.read_bytes() == b"earlier recording"

@@ -274,7 +274,7 @@ def test_sigterm_sends_bye_to_every_call_and_exits_0(tmp_path):
         server.stop()
     assert code == 0
     assert elapsed < 5.0
-    assert server.log().count("server shutdown; BYE sent") == 2
+    assert server.log().count("ended: server shutdown; BYE sent") == 2  # (the call_ended event lines say it too)
 
 
 def test_check_config(tmp_path):

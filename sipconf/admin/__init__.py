@@ -42,5 +42,9 @@ async def start_admin(server) -> AdminServer | None:
     bridge = WebRtcBridge(server)  # SPEC 14: browser participants on the same port
     admin = AdminServer(config, backend, server.events, server.security.admin, server.metrics.registry,
                         extend=lambda app: add_webrtc_routes(app, bridge))
-    await admin.start()
+    try:
+        await admin.start()
+    except OSError as exc:  # e.g. the port is taken: say which socket (the CLI logs it, exit 1)
+        await admin.close()
+        raise OSError(exc.errno, f"[admin] {config.bind} port {config.port}: {exc.strerror or exc}") from None
     return admin

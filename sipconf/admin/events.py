@@ -32,6 +32,7 @@ WRITE_TIMEOUT_S = 10.0    # a write that cannot complete in this long: the clien
 MAX_CLIENTS = 32          # streams at once (a console needs one)
 SEND_BUFFER = 32 * 1024   # kernel send buffer of a stream's socket
 TRANSPORT_HIGH_WATER = 16 * 1024
+BATCH_BYTES = 8 * 1024    # events waiting together are written at once, up to this much
 
 
 class _Client:
@@ -122,6 +123,12 @@ class EventStream:
                     data = b": keep-alive\n\n"
                 if not data or client.dropped is not None:
                     break
+                # A burst (many talk changes in one tick) goes out as one write.
+                while not client.queue.empty() and len(data) < BATCH_BYTES:
+                    more = client.queue.get_nowait()
+                    if not more:
+                        break
+                    data += more
                 await self._write(response, data)
         except TimeoutError:
             self._drop(client, "stalled")
