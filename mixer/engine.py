@@ -33,6 +33,7 @@ from .inband_dtmf import FrameClassifier, InbandDtmf, windows_of
 from .jitter import FRAME, JitterBuffer
 from .rtcp import is_rtcp, same_host
 from .rtp import HEADER_SIZE, RTP_HEADER, RtpSender, TELEPHONE_EVENT
+from .wideband import WidebandMix, check_codec, wide_stream
 from .talk import TalkDetector
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ class EngineStats:
     packets_out: int = 0
     packets_dropped: int = 0  # junk, truncated, wrong PT, foreign source, too late
     frames_concealed: int = 0
+    bad_payloads: int = 0  # G.722/Opus payloads that failed to decode (concealed)
+    fec_frames: int = 0  # lost Opus frames rebuilt from the next packet's FEC
+    plc_frames: int = 0  # lost Opus frames concealed by the decoder's PLC
     digits: int = 0
     ticks: int = 0
     ticks_skipped: int = 0
@@ -92,7 +96,7 @@ class RtpEndpoint:
         "rtp_timeout", "conference", "beep_frame", "_row", "closed", "on_hold", "_codec_i", "codec",
         "payload_type", "telephone_event_pt", "remote", "_dest", "_latched", "_latched_at", "_audio_ssrc",
         "_variants", "jitter", "dtmf", "_sender", "_ts0", "_first_tick", "_last_rx", "_timed_out",
-        "_prompt", "_prompt_pos", "_prompt_done", "dropped", "_fd", "_rtcp_junk_logged",
+        "_prompt", "_prompt_pos", "_prompt_done", "dropped", "_fd", "_stream", "_wide", "_rtcp_junk_logged",
         "_sendto", "srtp",  # SRTP hook: mixer/srtp.py replaces _recv_into/_sendto once per call
         "beep_end", "muted", "talking", "inband",
     )
@@ -122,8 +126,8 @@ class RtpEndpoint:
         self._row = -1
         self.closed = False
         self.on_hold = False
-        self._codec_i = codec_index(codec)
-        self.codec = codec.upper()
+        self._wide: WidebandMix | None = None  # set by the engine's layout
+        self._set_codec(codec)
         self.payload_type = payload_type
         self.telephone_event_pt = -1 if telephone_event_pt is None else telephone_event_pt
         self.remote = remote
@@ -131,8 +135,6 @@ class RtpEndpoint:
         self._latched: tuple | None = None
         self._latched_at = 0.0
         self._audio_ssrc: int | None = None
-        self._variants = VARIANT_OFFSETS[self._codec_i]
-        self.jitter = JitterBuffer(SILENCE_BYTE[self.codec])
         self.dtmf = DtmfDetector()
         self._sender = RtpSender(payload_type, random.getrandbits(32), random.getrandbits(16))
         self._ts0 = random.getrandbits(32)
@@ -164,12 +166,16 @@ class RtpEndpoint:
 
     def update(self, *, codec: str, payload_type: int, telephone_event_pt: int | None,
                remote: tuple[str, int] | None) -> None:
-        ci = codec_index(codec)
-        if ci != self._codec_i:
-            self._codec_i = ci
-            self.codec = codec.upper()
-            self._variants = VARIANT_OFFSETS[ci]
-            self.jitter.reset(SILENCE_BYTE[self.codec])
+        if codec.upper() != self.codec:
+            if self._stream is None and codec.upper() in SILENCE_BYTE:
+                ci = codec_index(codec)
+                self._codec_i = ci
+                self.codec = codec.upper()
+                self._variants = VARIANT_OFFSETS[ci]
+                self.jitter.reset(SILENCE_BYTE[self.codec])
+            else:
+                self._set_codec(codec)  # to or from G.722/Opus: new codec state
+                self._audio_ssrc = None
             self._engine._dirty = True
         if payload_type != self.payload_type:
             self._engine._dirty = True  # the batched headers carry it
@@ -185,6 +191,15 @@ class RtpEndpoint:
             self._latched = None
             self._dest = remote
             self._engine._sends_dirty = True
+
+    def _set_codec(self, codec: str) -> None:
+        """G.711 rows use the batch tables; G.722/Opus get their codec state
+        (``wideband.WideStream``) and the general path, chosen here once."""
+        self._stream = wide_stream(codec, self._engine.max_mix_rate)
+        self._codec_i = codec_index(codec) if self._stream is None else 0
+        self.codec = codec.upper()
+        self._variants = VARIANT_OFFSETS[self._codec_i]
+        self.jitter = JitterBuffer(SILENCE_BYTE[self.codec]) if self._stream is None else self._stream.jitter
 
     def set_hold(self, on_hold: bool) -> None:
         if self.on_hold and not on_hold:
@@ -248,6 +263,8 @@ class RtpEndpoint:
                 return
             host = addr[0]
             latched, remote = self._latched, self.remote
+            # RTCP from the peer keeps the call alive (SPEC 5): a phone with
+            # silence suppression or Opus DTX sends no RTP while quiet
             if ((latched is not None and same_host(host, latched[0]))
                     or (remote is not None and same_host(host, remote[0]))) and is_rtcp(data):
                 self._last_rx = time.monotonic()
@@ -367,8 +384,12 @@ class RtpEndpoint:
 
 class MediaEngine:
     def __init__(self, bind: str, *, beep_hz: int = 1000, beep_ms: int = 250, leave_beep_hz: int = 0,
-                 leave_beep_ms: int = 250, talk_threshold_dbfs: float = -45.0) -> None:
+                 leave_beep_ms: int = 250, talk_threshold_dbfs: float = -45.0,
+                 max_mix_rate: int = 48000) -> None:
         self.bind = bind
+        self.max_mix_rate = max_mix_rate
+        # id(conference, or lone endpoint) -> (it, its WidebandMix): groups with a G.722/Opus member
+        self._wide_mixes: dict[int, tuple[object, WidebandMix]] = {}
         self.beep = make_beep(beep_hz, beep_ms)
         self.stats = EngineStats()
         self.clock = TickClock()
@@ -377,6 +398,8 @@ class MediaEngine:
         self._n_beep_frames = len(self._mixer.beep_frames)
         join_end = self._mixer.join_end
         self._beeps = (join_end, join_end, self._n_beep_frames)  # leave beep: [join_end, end)
+        # the same table (join beep frames, then the leave beep's) for the general path
+        self._beep_table = self._mixer.beep_frames.reshape(-1).astype(np.int16)
         # SPEC 12: talk detection and in-band DTMF, batched in the tick
         # (BatchMixer.contrib_hook); talk changes go to on_talk once per tick.
         self.on_talk: Callable[[list[tuple["RtpEndpoint", bool]]], None] | None = None
@@ -401,6 +424,7 @@ class MediaEngine:
         self._rxbuf = bytearray(_RX_SIZE)  # every RTP datagram is read here
         self._rxmv = memoryview(self._rxbuf)
         self._tick_index = 0
+        self._group_of: dict[int, int] = {}
         self._groups: list[tuple[Conference, int]] = []  # conference -> its group of rows (mixer totals)
         self._taps: list[tuple[int, Callable]] = []  # (group, recorder.push) of recorded conferences
         self._taps_dirty = False
@@ -435,7 +459,7 @@ class MediaEngine:
         phone reached, so the media leaves from the address in the SDP)."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        codec_index(codec)  # ValueError before any socket is opened
+        check_codec(codec)  # ValueError before any socket is opened
         rtp, rtcp = self._bind_pair(rtp_port, host or self.bind)
         try:
             ep = RtpEndpoint(self, rtp, rtcp, codec=codec, payload_type=payload_type,
@@ -462,6 +486,16 @@ class MediaEngine:
             await asyncio.wait_for(waiter, timeout)
         except asyncio.TimeoutError:
             pass
+
+    def attach(self, ep) -> None:
+        """Take in a participant that has no RTP socket (``pcm_endpoint.PcmEndpoint``):
+        mixed on the general path, ``ep.close()`` takes it out again."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        ep._loop = self._loop
+        self._endpoints.append(ep)
+        self.stats.participants = len(self._endpoints)
+        self._dirty = True
 
     def new_conference(self) -> Conference:
         return Conference(self._mark_dirty, self._beeps)
@@ -640,14 +674,23 @@ class MediaEngine:
         sizes: list[int] = []
         groups: list[tuple[Conference, int]] = []
         seen: set[int] = set()
+        wide: list[tuple[object, list[RtpEndpoint]]] = []  # groups with a G.722/Opus member
+        self._group_of = {}
         for ep in self._endpoints:
             conf = ep.conference
             if conf is None:
+                if ep._stream is not None:
+                    wide.append((ep, [ep]))
+                    continue
                 rows.append(ep)
                 sizes.append(1)
             elif id(conf) not in seen:
                 seen.add(id(conf))
                 members = [m for m in conf.members if not m.closed]
+                if any(m._stream is not None for m in members):
+                    wide.append((conf, members))
+                    continue
+                self._group_of[id(conf)] = len(sizes)
                 groups.append((conf, len(sizes)))
                 rows.extend(members)
                 sizes.append(len(members))
@@ -656,6 +699,7 @@ class MediaEngine:
             ep._row = i
             if ep._first_tick is None:
                 ep._first_tick = self._tick_index
+            ep._wide = None
         self._rows = rows
         self._groups = groups
         self._taps_dirty = True
@@ -665,7 +709,79 @@ class MediaEngine:
         self._inband_rows = [(i, ep) for i, ep in enumerate(rows) if ep.inband is not None]
         self._inband_index = np.array([i for i, _ in self._inband_rows], dtype=np.intp)
         self._set_packets(rows)
+        self._set_wide(wide)
         self._dirty = False
+
+    def _set_wide(self, groups: list[tuple[object, list[RtpEndpoint]]]) -> None:
+        """One WidebandMix per group with a G.722/Opus member, kept across
+        layouts (its resamplers and encoders carry state)."""
+        old = self._wide_mixes
+        self._wide_mixes = {}
+        for key, members in groups:
+            hit = old.get(id(key))
+            wm = hit[1] if hit is not None and hit[0] is key else WidebandMix(self._beep_table, self._talk.threshold_dbfs)
+            wm.set_members(members)
+            self._wide_mixes[id(key)] = (key, wm)
+            for ep in members:
+                ep._wide = wm
+                ep._row = -1
+                if ep._first_tick is None:
+                    ep._first_tick = self._tick_index
+
+    def conference_mix(self, conference) -> tuple[int, np.ndarray] | None:
+        """(rate, samples) of the conference's full mix (everyone, no beeps
+        or prompts) of the last tick, at the conference's mix rate; a view
+        valid until the next tick (for a recorder reading once per tick)."""
+        hit = self._wide_mixes.get(id(conference))
+        if hit is not None and hit[0] is conference:
+            return hit[1].rate, hit[1].full_mix
+        g = self._group_of.get(id(conference))
+        if g is None or self._dirty:
+            return None
+        return 8000, self._mixer._totals[g]
+
+    def _wide_send(self, ep: RtpEndpoint, payload: bytes) -> None:
+        if ep._sock is None:  # a PcmEndpoint (pcm_endpoint.py): the frame itself, no RTP
+            ep._deliver(payload)
+            return
+        stream = ep._stream
+        step = stream.step if stream is not None else FRAME
+        header = ep._sender.next_header(ep._ts0 + (self._tick_index - ep._first_tick) * step)
+        try:
+            ep._sock.sendto(bytes(header[:HEADER_SIZE]) + payload, ep._dest)
+            self.stats.packets_out += 1
+        except OSError:
+            self.stats.send_errors += 1
+
+    def _wide_prompt_done(self, ep: RtpEndpoint) -> None:
+        done = ep._prompt_done
+        ep._prompt = None
+        ep._prompt_done = None
+        self._players.discard(ep)
+        if done is not None:
+            self._loop.call_soon(ep._safe_call, done)
+
+    def _tick_wide(self) -> None:
+        """Every conference with a G.722/Opus participant (general path)."""
+        stats = self.stats
+        talk_changes: list = []
+        for key, wm in self._wide_mixes.values():
+            before = (wm.bad_payloads, wm.fec_frames, wm.plc_frames)
+            try:
+                stats.frames_concealed += wm.tick(self._n_beep_frames, self._wide_send, self._wide_prompt_done)
+                recorder = getattr(key, "recorder", None)  # a recorded conference (not a lone endpoint)
+                if recorder is not None:
+                    recorder.push(np.rint(wm.full_mix).astype(np.int32), wm.rate, self._tick_index)
+                if wm.talk_changes:
+                    talk_changes.extend(wm.talk_changes)
+                    wm.talk_changes = []
+            except Exception:  # a codec bug must not stop the other conferences
+                log.exception("wideband mix failed")
+            stats.bad_payloads += wm.bad_payloads - before[0]
+            stats.fec_frames += wm.fec_frames - before[1]
+            stats.plc_frames += wm.plc_frames - before[2]
+        if talk_changes and self.on_talk is not None:
+            self._loop.call_soon(self._report_talk, talk_changes)
 
     def _set_packets(self, rows: list[RtpEndpoint]) -> None:
         """Outgoing packets of every row in one array: per tick the payloads
@@ -751,9 +867,12 @@ class MediaEngine:
         self._tick_index = tick
         if self._dirty:
             self._relayout()
+        if self._wide_mixes:
+            self._tick_wide()
         rows = self._rows
         mixer = self._mixer
         if not rows:
+            self._housekeeping(tick)
             return
         rx = mixer.rx_flat
         variant = mixer.variant
@@ -777,8 +896,8 @@ class MediaEngine:
         finished = []
         if self._players:
             for ep in self._players:
-                if ep.on_hold or ep._dest is None or ep.closed:
-                    continue  # nothing is sent, so the prompt waits
+                if ep.on_hold or ep._dest is None or ep.closed or ep._wide is not None:
+                    continue  # nothing is sent, so the prompt waits (wideband: its own mix)
                 pcm = ep._prompt
                 pos = ep._prompt_pos
                 extra.append((ep._row, pcm[pos:pos + FRAME]))
@@ -839,6 +958,9 @@ class MediaEngine:
             self._players.discard(ep)
             if done is not None:
                 self._loop.call_soon(ep._safe_call, done)
+        self._housekeeping(tick)
+
+    def _housekeeping(self, tick: int) -> None:
         if tick % HOUSEKEEPING_TICKS == 0:
             now = time.monotonic()
             for ep in self._endpoints:

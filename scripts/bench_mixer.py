@@ -6,6 +6,13 @@
 buffer pop, variant bookkeeping, RTP header packing and payload copy), still
 without any system call.
 
+``--codec g722|opus|mixed`` measures the general path instead: a
+``wideband.WidebandMix`` tick per room of 10 (jitter pop, decode, rate-class
+sums and resampling, talking rule, shared N-mix encode for listeners, own
+N-1 encodes for talkers), payloads pre-encoded once, nothing sent.
+``--talkers K``: K talkers per room (others send encoded silence; default 2).
+``mixed`` rooms hold 4 PCMA, 3 G.722 and 3 Opus participants.
+
 Then talk detection (SPEC 12): the mix without it (as before), with it and
 everyone talking, and with it and 2 talkers per room of 10 (the others send
 quiet noise under -45 dBFS and are left out of the sum).
@@ -73,6 +80,73 @@ def bench(n: int) -> tuple[float, float]:
     return mix_us, tick_us
 
 
+class _Endpoint:
+    """What WidebandMix reads of an RtpEndpoint."""
+
+    def __init__(self, codec: str) -> None:
+        from mixer.wideband import wide_stream
+        self._stream = wide_stream(codec, 48000)
+        self._codec_i = 1
+        self._variants = VARIANT_OFFSETS[1]
+        self.jitter = self._stream.jitter if self._stream is not None else JitterBuffer(0xD5)
+        self.on_hold = self.closed = self.muted = False
+        self.beep_frame = -1
+        self.beep_end = 13
+        self._dest = ("127.0.0.1", 9)
+        self._prompt = None
+        self._prompt_pos = 0
+
+
+def _payloads(codec: str, talks: bool, ticks: int) -> list[bytes]:
+    from mixer.g722 import G722Encoder
+    from mixer.opus import OpusEncoder
+    rate = {"PCMA": 8000, "G722": 16000, "OPUS": 48000}[codec]
+    n = rate // 50
+    t = np.arange(n * ticks) / rate
+    pcm = (6000 * np.sin(2 * np.pi * 440 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2).astype(np.int16)
+    if not talks:
+        pcm[:] = 0
+    if codec == "PCMA":
+        return [codecs.encode(pcm[i * n:(i + 1) * n], "PCMA") for i in range(ticks)]
+    enc = G722Encoder() if codec == "G722" else OpusEncoder(48000)
+    return [enc.encode(np.ascontiguousarray(pcm[i * n:(i + 1) * n])) for i in range(ticks)]
+
+
+def bench_wide(n: int, codec: str, talkers: int, ticks: int = 200) -> float:
+    """µs per tick of the general path for n participants in rooms of ROOM."""
+    from mixer.wideband import RTP_STEP, WidebandMix
+    mix_codecs = {"g722": ["G722"] * ROOM, "opus": ["OPUS"] * ROOM,
+                  "mixed": ["PCMA"] * 4 + ["G722"] * 3 + ["OPUS"] * 3}[codec]
+    rooms = []
+    feeds = []
+    for _ in range(n // ROOM):
+        eps = [_Endpoint(c) for c in mix_codecs]
+        wm = WidebandMix(make_beep())
+        wm.set_members(eps)
+        rooms.append(wm)
+        for i, (ep, c) in enumerate(zip(eps, mix_codecs)):
+            feeds.append((ep, RTP_STEP[c], _payloads(c, i < talkers, ticks)))
+    sent = [0]
+
+    def send(ep, payload) -> None:
+        sent[0] += 1
+
+    def done(ep) -> None:
+        pass
+
+    elapsed = 0.0
+    for k in range(ticks):
+        for ep, step, payloads in feeds:  # arrivals (not timed: that is the receive path)
+            p = payloads[k]
+            ep.jitter.put(k * step, p, 0, len(p))
+        t = time.perf_counter()
+        for wm in rooms:
+            wm.tick(0, send, done)
+        elapsed += time.perf_counter() - t
+    assert sent[0] >= (ticks - 3) * n
+    return elapsed / ticks * 1e6
+
+
 def bench_talk(n: int, talkers: int | None) -> float:
     """µs per tick of BatchMixer.mix; ``talkers`` per room talk (None: no
     talk detection at all, everyone summed as before)."""
@@ -112,9 +186,22 @@ def bench_talk(n: int, talkers: int | None) -> float:
 
 
 def main() -> None:
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--codec", choices=("pcma", "g722", "opus", "mixed"), default="pcma")
+    parser.add_argument("--talkers", type=int, default=2, help="talkers per room of 10 (general path; default 2)")
+    parser.add_argument("-n", type=int, nargs="*", help="participant counts")
+    args = parser.parse_args()
+    if args.codec != "pcma":
+        print(f"general path, rooms of {ROOM} ({args.codec}), {args.talkers} talkers per room, payloads pre-encoded")
+        print(f"{'participants':>12} {'tick µs/tick':>13} {'tick µs/part':>13}")
+        for n in args.n or (50, 100):
+            us = bench_wide(n, args.codec, args.talkers)
+            print(f"{n:>12} {us:>13.1f} {us / n:>13.1f}")
+        return
     print(f"rooms of {ROOM}, {TICKS} ticks each, half PCMU / half PCMA, a beep in every other room")
     print(f"{'participants':>12} {'mix µs/tick':>12} {'mix µs/part':>12} {'tick µs/tick':>13} {'tick µs/part':>13}")
-    for n in (100, 500, 1000):
+    for n in args.n or (100, 500, 1000):
         mix_us, tick_us = bench(n)
         print(f"{n:>12} {mix_us:>12.1f} {mix_us / n:>12.3f} {tick_us:>13.1f} {tick_us / n:>13.3f}")
     print()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A light RTP load generator: G.711 packets, 20 ms, to many server ports.
+"""A light RTP load generator: G.711, G.722 or Opus packets, 20 ms, to many server ports.
 
 One SIPp process streaming RTP tops out around 400-500 participants on one
 core; this one sends one prebuilt packet per call per 20 ms round from a
@@ -18,6 +18,11 @@ scripts/sipp/room_join_rtpgen_srtp.xml): SRTP, AES_CM_128_HMAC_SHA1_80,
 protected with the scenario's fixed offer key (``SRTP_OFFER_KEY``) and
 unprotected with each call's answer key ("join <port> <key>"); packets that
 fail to unprotect are counted as ``srtp_failures``, not as received.
+``--codec g722|opus`` sends that codec instead of A-law: the same speech,
+upsampled and encoded *once at start* by PyAV into a loop of packets
+(encoding per packet would measure the generator); ``--talkers N``: only the
+first N calls to join talk, the others send encoded silence (a listener's
+packets).
 """
 
 from __future__ import annotations
@@ -81,6 +86,51 @@ def _srtp_session(key: bytes, *, outbound: bool):
     return Session(policy)
 
 
+#: (payload type, RTP timestamp units per 20 ms) per codec
+CODECS = {"pcma": (8, 160), "g722": (9, 160), "opus": (111, 960)}
+
+
+def alaw_to_pcm(audio: bytes):
+    """A-law bytes -> int16 samples at 8 kHz (numpy, at start only)."""
+    import numpy as np
+    a = np.frombuffer(audio, dtype=np.uint8).astype(np.int32) ^ 0x55
+    seg = (a & 0x70) >> 4
+    t = (a & 0x0F) << 4
+    t = np.where(seg == 0, t + 8, np.where(seg == 1, t + 0x108, (t + 0x108) << np.maximum(seg - 1, 0)))
+    return np.where(a & 0x80, t, -t).astype(np.int16)
+
+
+def encoded_loop(codec: str, pcm8k, *, silence: bool = False) -> list[bytes]:
+    """The 8 kHz speech as a loop of 20 ms G.722 or Opus payloads, encoded
+    once here with PyAV (Opus: in-band FEC on, like a softphone)."""
+    import av
+    import numpy as np
+    from av.audio.frame import AudioFrame
+    rate = 16000 if codec == "g722" else 48000
+    factor = rate // 8000
+    pcm = np.repeat(pcm8k.astype(np.float64), factor)  # a crude upsampling is enough for a load
+    k = np.ones(2 * factor) / (2 * factor)
+    pcm = np.convolve(pcm, k, mode="same").astype(np.int16)
+    if silence:
+        pcm = np.zeros(rate * 2, dtype=np.int16)
+    ctx = av.CodecContext.create("g722" if codec == "g722" else "libopus", "w")
+    ctx.sample_rate = rate
+    ctx.format = "s16"
+    ctx.layout = "mono"
+    if codec == "opus":
+        ctx.bit_rate = 32000
+        ctx.options = {"fec": "1", "packet_loss": "10", "application": "voip", "frame_duration": "20"}
+    ctx.open()
+    n = rate // 50
+    out = []
+    for i in range(len(pcm) // n):
+        f = AudioFrame.from_ndarray(pcm[i * n:(i + 1) * n].reshape(1, -1), format="s16", layout="mono")
+        f.sample_rate = rate
+        f.pts = i * n
+        out += [bytes(p) for p in ctx.encode(f)]
+    return out
+
+
 def frames_of(audio: bytes) -> list[bytes]:
     n = len(audio) // FRAME
     return [audio[i * FRAME:(i + 1) * FRAME] for i in range(n)]
@@ -105,17 +155,28 @@ class RtpGenerator:
     """
 
     def __init__(self, host: str = "127.0.0.1", *, audio: bytes | None = None, payload_type: int = 8,
-                 bind: str = "127.0.0.1", start_delay: float = 1.2, srtp: bool = False) -> None:
+                 bind: str = "127.0.0.1", start_delay: float = 1.2, srtp: bool = False, codec: str = "pcma",
+                 talkers: int | None = None) -> None:
         self.host = host
         # SRTP: one outbound session (one stream per call's SSRC), one inbound per call
         self.srtp = srtp
         self._srtp_tx = _srtp_session(SRTP_OFFER_KEY, outbound=True) if srtp else None
         self._srtp_rx: dict[int, object] = {}  # server port -> inbound session
         self.srtp_failures = 0
-        frames = frames_of(audio if audio is not None else speech_alaw())
+        speech = audio if audio is not None else speech_alaw()
+        if codec == "pcma":
+            frames = frames_of(speech)
+            quiet = [bytes([0xD5]) * FRAME]
+        else:
+            frames = encoded_loop(codec, alaw_to_pcm(speech))
+            quiet = encoded_loop(codec, alaw_to_pcm(speech), silence=True)
+            payload_type = CODECS[codec][0]
         if not frames:
             raise ValueError("no audio")
         self.frames = frames
+        self.quiet = quiet  # what a listener (not a talker) sends
+        self.talkers = talkers  # None: everybody talks
+        self.ts_step = CODECS[codec][1]
         self.payload_type = payload_type
         self.start_delay = start_delay
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -126,6 +187,8 @@ class RtpGenerator:
         self.local = self.sock.getsockname()
         self._pending: list[tuple[float, int]] = []  # (start at, port)
         self._active: dict[int, bytes] = {}          # port -> SSRC bytes
+        self._started = 0                            # calls that have started streaming
+        self._talking: set[int] = set()              # ports that send speech
         self.t0 = time.monotonic()
         self.bins: dict[int, list[int]] = {}         # port -> packets received in each second since t0
         self.sent_bins: list[int] = []               # packets sent in each second since t0
@@ -192,10 +255,13 @@ class RtpGenerator:
         recv_into = sock.recvfrom_into
         sendto = sock.sendto
         rxbuf = bytearray(2048)
-        pkt = bytearray(12 + FRAME)
         pack_into = struct.pack_into
         frames = self.frames
         nframes = len(frames)
+        quiet = self.quiet
+        nquiet = len(quiet)
+        step = self.ts_step
+        talking = self._talking
         host = self.host
         t0 = self.t0
         bins = self.bins
@@ -272,19 +338,27 @@ class RtpGenerator:
                         for _, port in ready:
                             self._active[port] = struct.pack("!I", random.getrandbits(32))
                             self.joined[port] = now
+                            if self.talkers is None or self._started < self.talkers:
+                                talking.add(port)
+                            self._started += 1
                         changed = True
                 if changed or len(dests) != len(self._active):
-                    dests = [((host, port), ssrc) for port, ssrc in self._active.items()]
+                    dests = [((host, port), ssrc, port in talking) for port, ssrc in self._active.items()]
                     changed = False
                 if (stop_when_idle_after is not None and now >= stop_when_idle_after
                         and not self._active and not self._pending):
                     break
                 if dests:
-                    pack_into("!BBHI", pkt, 0, 0x80, self.payload_type, (seq0 + r) & 0xFFFF,
-                              (ts0 + r * FRAME) & 0xFFFFFFFF)
-                    pkt[12:] = frames[r % nframes]
+                    # two packets per round (speech, a listener's silence), built once;
+                    # only the SSRC is patched per call
+                    talk = bytearray(12) + frames[r % nframes]
+                    hush = bytearray(12) + quiet[r % nquiet]
+                    for pkt in (talk, hush):
+                        pack_into("!BBHI", pkt, 0, 0x80, self.payload_type, (seq0 + r) & 0xFFFF,
+                                  (ts0 + r * step) & 0xFFFFFFFF)
                     errors = 0
-                    for dest, ssrc in dests:
+                    for dest, ssrc, talks in dests:
+                        pkt = talk if talks else hush
                         pkt[8:12] = ssrc
                         try:
                             sendto(protect(bytes(pkt)) if srtp else pkt, dest)
@@ -326,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--srtp", action="store_true",
                         help="SRTP (SDES keys: the scenario's offer key out, 'join <port> <key>' in)")
     parser.add_argument("--out", metavar="FILE", help="write the JSON report here (default: stdout)")
+    parser.add_argument("--codec", choices=sorted(CODECS), default="pcma", help="what to send (default pcma)")
+    parser.add_argument("--talkers", type=int, default=None,
+                        help="only the first N calls talk, the others send silence (default: all talk)")
     args = parser.parse_args(argv)
     if args.write_alaw:
         Path(args.write_alaw).write_bytes(speech_alaw())
@@ -334,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--follow, --ports or --write-alaw")
     if args.srtp and args.ports:
         parser.error("--srtp needs --follow (each call's key comes from the log)")
-    gen = RtpGenerator(args.host, bind=args.bind, start_delay=args.start_delay, srtp=args.srtp)
+    gen = RtpGenerator(args.host, bind=args.bind, start_delay=args.start_delay, srtp=args.srtp, codec=args.codec,
+                       talkers=args.talkers)
     stop = {"now": False}
 
     def on_signal(*_):

@@ -108,6 +108,9 @@ ban = 900                   # ... refuse that source / caller for this many seco
 
 #: Digest algorithms a config may name, canonical spelling (see sipconf.digest).
 DIGEST_ALGORITHMS: tuple[str, ...] = ("MD5", "SHA-256", "SHA-512-256")
+#: SPEC 10: the codecs ``[server] codecs`` may name (compared case-blind) and the mix rates
+AUDIO_CODECS: tuple[str, ...] = ("OPUS", "G722", "PCMA", "PCMU")
+MIX_RATES: tuple[int, ...] = (8000, 16000, 48000)
 LANGUAGES: tuple[str, ...] = ("fr", "en")
 #: ``srtp`` of an extension or a trunk (SPEC 11); same as sipconf.sdes.POLICIES
 SRTP_POLICIES: tuple[str, ...] = ("optional", "required", "off")
@@ -145,6 +148,9 @@ class ServerConfig:
     # Not in SPEC: how long an INVITE rings (180) before we answer; 0 answers
     # at once. Lets a caller CANCEL, and suits trunks that dislike instant answers.
     answer_delay_ms: int = 0
+    # SPEC 10: enabled audio codecs (canonical names) and the highest mix rate
+    codecs: tuple[str, ...] = ("OPUS", "G722", "PCMA", "PCMU")
+    max_mix_rate: int = 48000
     # SPEC 12: a participant is "talking" while their level is above this
     # (RMS relative to a full-scale sine), with 300 ms of hangover.
     talk_threshold_dbfs: float = -45.0
@@ -659,7 +665,8 @@ class _Parser:
             "[server]",
             data,
             ("bind", "advertise", "sip_port", "rtp_ports", "domain", "language", "rtp_timeout",
-             "digest_algorithms", "metrics_port", "answer_delay_ms", "talk_threshold_dbfs", "cdr_file"),
+             "digest_algorithms", "metrics_port", "answer_delay_ms", "codecs", "max_mix_rate",
+             "talk_threshold_dbfs", "cdr_file"),
         )
         bind = t.string("bind", d.bind)
         if bind is not None and not _is_ip(bind):
@@ -707,6 +714,26 @@ class _Parser:
                 algorithms = tuple(canon)
         metrics_port = t.integer("metrics_port", d.metrics_port, 0, 65535, what=" (0 = off)")
         answer_delay_ms = t.integer("answer_delay_ms", d.answer_delay_ms, 0, 60000)
+        codecs = d.codecs
+        items = t.string_list("codecs")
+        if items is not None:
+            chosen: list[str] = []
+            for i, name in items:
+                c = name.strip().upper()
+                if c not in AUDIO_CODECS:
+                    t.problem(f"codecs[{i}]", f"must be one of opus, G722, PCMA, PCMU, got {_show(name)}")
+                elif c in chosen:
+                    t.problem(f"codecs[{i}]", f"{name!r} is listed twice")
+                else:
+                    chosen.append(c)
+            if not data["codecs"]:
+                t.problem("codecs", "must name at least one codec, e.g. [\"PCMA\", \"PCMU\"]")
+            elif len(chosen) == len(items) == len(data["codecs"]):
+                codecs = tuple(chosen)
+        max_mix_rate = t.integer("max_mix_rate", d.max_mix_rate, 8000, 48000)
+        if max_mix_rate not in MIX_RATES:
+            t.problem("max_mix_rate", f"must be 8000, 16000 or 48000, got {_show(max_mix_rate)}")
+            max_mix_rate = d.max_mix_rate
         talk_threshold = t.real("talk_threshold_dbfs", d.talk_threshold_dbfs, -96, 0, what=" (dBFS)")
         cdr_file = t.string("cdr_file", d.cdr_file)
         if cdr_file and os.path.isdir(cdr_file):
@@ -724,6 +751,8 @@ class _Parser:
             digest_algorithms=algorithms,
             metrics_port=metrics_port,
             answer_delay_ms=answer_delay_ms,
+            codecs=codecs,
+            max_mix_rate=max_mix_rate,
             talk_threshold_dbfs=talk_threshold,
             cdr_file=cdr_file or d.cdr_file,
         )

@@ -25,6 +25,7 @@ from mixer.sounds import make_waiting_music
 
 from .config import ConferenceConfig, RoomConfig
 from .events import EventBus, rfc3339_now
+from .sdp import rtpmap_text
 
 log = logging.getLogger("sipconf.controls")
 events_log = logging.getLogger("sipconf.events")
@@ -78,7 +79,10 @@ class Participant:
         codec = getattr(selection, "codec", None)
         return {
             "id": self.id, "caller": self.call.caller, "name": getattr(self.call, "display_name", "") or "",
-            "codec": f"{codec}/8000" if codec else None, "srtp": getattr(self.call, "srtp_keys", None) is not None, "moderator": self.moderator,
+            # as in a=rtpmap (SPEC 13: "opus/48000/2"); a browser names its own ("opus/webrtc", SPEC 14)
+            "codec": getattr(self.call, "api_codec", None) or (rtpmap_text(codec) if codec else None),
+            "srtp": bool(getattr(self.call, "srtp", False)) or getattr(self.call, "srtp_keys", None) is not None,
+            "moderator": self.moderator,
             "muted": self.muted, "talking": self.talking, "joined_at": self.joined_at,
         }
 

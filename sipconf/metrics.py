@@ -109,6 +109,9 @@ class MediaStatsCollector:
             ("sipconf_mixer_ticks_skipped", "ticks_skipped", "Mixer ticks skipped to catch up after a stall"),
             ("sipconf_rtcp_packets_in", "rtcp_in", "RTCP packets from calls' peers (count as activity)"),
             ("sipconf_rtcp_packets_dropped", "rtcp_dropped", "Datagrams on RTCP ports that are not RTCP from the peer"),
+            ("sipconf_codec_bad_payloads", "bad_payloads", "G.722/Opus payloads that failed to decode (concealed)"),
+            ("sipconf_opus_fec_frames", "fec_frames", "Lost Opus frames rebuilt from the next packet's FEC"),
+            ("sipconf_opus_plc_frames", "plc_frames", "Lost Opus frames concealed by PLC"),
         ):
             value = getattr(stats, attribute, None)
             if value is not None:

@@ -8,6 +8,8 @@ we support, the same tag and suite, and a fresh random key of our own.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import base64
 import binascii
 import os
@@ -123,14 +125,14 @@ def negotiate(media: MediaDescription, *, previous: SrtpKeys | None = None) -> S
     return SrtpKeys(chosen.suite, chosen.key, os.urandom(key_length(chosen.suite)), chosen.tag)
 
 
-def select_media(offer: SessionDescription, policy: str, *,
-                 previous: SrtpKeys | None = None) -> tuple[AudioSelection, SrtpKeys | None]:
+def select_media(offer: SessionDescription, policy: str, *, previous: SrtpKeys | None = None,
+                 supported: Sequence[str] = ("PCMU", "PCMA")) -> tuple[AudioSelection, SrtpKeys | None]:
     """The audio stream to answer under ``policy`` and its SRTP keys (None:
     plain RTP). Raises SrtpRefused (488) when the policy or the offered
     suites rule every stream out, NoCommonCodec when the codecs do."""
     protos = usable_protos(policy)
     try:
-        selection = select_audio(offer, protos=protos)
+        selection = select_audio(offer, supported, protos=protos)
     except NoCommonCodec:
         warning = refusal([m.proto for m in offer.media if m.media.lower() == "audio"], policy)
         if warning == "no common audio codec":
@@ -143,6 +145,6 @@ def select_media(offer: SessionDescription, policy: str, *,
             raise
         # optional: an SRTP line we cannot key does not hide a plain one after it
         try:
-            return select_audio(offer, protos=PLAIN_PROTOS), None
+            return select_audio(offer, supported, protos=PLAIN_PROTOS), None
         except NoCommonCodec:
             raise SrtpRefused("no supported SRTP crypto suite (AES_CM_128_HMAC_SHA1_80/_32 with an inline key)") from None

@@ -27,6 +27,7 @@ __all__ = [
     "answer_direction",
     "build_answer",
     "parse_sdp",
+    "rtpmap_text",
     "select_audio",
 ]
 
@@ -37,7 +38,16 @@ DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int, int]] = {
     0: ("PCMU", 8000, 1),
     8: ("PCMA", 8000, 1),
+    9: ("G722", 8000, 1),
 }
+
+# (name, RTP clock, channels) of every codec the bridge can carry (SPEC 10):
+# G.722 says 8000 though its audio is 16 kHz (RFC 3551 4.5.2); Opus is
+# always opus/48000/2 in SDP (RFC 7587 7), mono on the wire for us.
+_CARRIED = {("PCMU", 8000, 1), ("PCMA", 8000, 1), ("G722", 8000, 1), ("OPUS", 48000, 2)}
+# How each codec is written in the answer's a=rtpmap
+_RTPMAP = {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "G722": "G722/8000", "OPUS": "opus/48000/2"}
+_CLOCK = {"PCMU": 8000, "PCMA": 8000, "G722": 8000, "OPUS": 48000}
 
 # Transports answered by default.  RTP/SAVP (SRTP, keys in a=crypto) is
 # usable when the caller passes ``protos`` (sipconf.sdes decides, per policy).
@@ -113,6 +123,7 @@ class AudioSelection:
     direction: str
     ptime: int | None
     media_index: int
+    telephone_event_rate: int = 8000
 
 
 # --------------------------------------------------------------------------
@@ -279,6 +290,11 @@ def _parse_int(text: str, what: str, number: int, low: int, high: int) -> int:
 # Offer/answer
 
 
+def rtpmap_text(codec: str) -> str:
+    """How ``codec`` (a canonical name) is written after ``a=rtpmap:PT``."""
+    return _RTPMAP.get(codec, f"{codec}/8000")
+
+
 def answer_direction(offer_direction: str) -> str:
     """The answer's direction for an offer's (RFC 3264 6.1)."""
     try:
@@ -296,12 +312,22 @@ def _codec_of(media: MediaDescription, fmt: str) -> tuple[str, int] | None:
     if encoding is None:
         return None
     name, rate, channels = encoding
-    if rate != 8000 or channels != 1:
+    if (name.upper(), rate, channels) not in _CARRIED:
         return None
     return name.upper(), pt
 
 
-def _telephone_event(media: MediaDescription) -> int | None:
+def _telephone_event(media: MediaDescription, clock: int = 8000) -> tuple[int, int] | None:
+    """(payload type, clock) of the offer's telephone-event: the one at the
+    audio codec's clock if offered (RFC 4733 2.1), else one at 8000 or 48000."""
+    for rate in (clock, 8000, 48000):
+        pt = _telephone_event_at(media, rate)
+        if pt is not None:
+            return pt, rate
+    return None
+
+
+def _telephone_event_at(media: MediaDescription, clock: int) -> int | None:
     offered = set(media.formats)
     for fmt in media.formats:
         if not fmt.isascii() or not fmt.isdigit():
@@ -311,7 +337,7 @@ def _telephone_event(media: MediaDescription) -> int | None:
         if encoding is None or str(pt) not in offered:
             continue
         name, rate, _ = encoding
-        if name.lower() == "telephone-event" and rate == 8000:
+        if name.lower() == "telephone-event" and rate == clock:
             return pt
     return None
 
@@ -355,11 +381,12 @@ def select_audio(
             direction = media.direction
             if host == _HOLD_ADDRESS:
                 direction = _HOLD_DIRECTION[direction]
-            te_pt = _telephone_event(media)
+            te = _telephone_event(media, _CLOCK[codec])
             return AudioSelection(
                 codec=codec,
                 payload_type=pt,
-                telephone_event_pt=te_pt,
+                telephone_event_pt=None if te is None else te[0],
+                telephone_event_rate=8000 if te is None else te[1],
                 remote_host=host,
                 remote_port=media.port,
                 direction=direction,
@@ -411,9 +438,11 @@ def build_answer(
         te = selection.telephone_event_pt
         formats = f"{pt}" if te is None else f"{pt} {te}"
         lines.append(f"m=audio {port} {media.proto} {formats}")
-        lines.append(f"a=rtpmap:{pt} {selection.codec}/8000")
+        lines.append(f"a=rtpmap:{pt} {rtpmap_text(selection.codec)}")
+        if selection.codec == "OPUS":
+            lines.append(f"a=fmtp:{pt} useinbandfec=1")
         if te is not None:
-            lines.append(f"a=rtpmap:{te} telephone-event/8000")
+            lines.append(f"a=rtpmap:{te} telephone-event/{selection.telephone_event_rate}")
             # Echo the offered event list (RFC 4733 7.1.1), else DTMF 0-16.
             fmtp = media.fmtp.get(te) or _DEFAULT_TELEPHONE_EVENT_FMTP
             lines.append(f"a=fmtp:{te} {fmtp}")

@@ -6,6 +6,8 @@ negotiated; the per-packet work lives in mixer/srtp.py.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import logging
 from typing import TYPE_CHECKING
 
@@ -39,10 +41,11 @@ class SecureMedia:
         return extension.srtp if extension is not None else "optional"
 
     def select(self, offer: SessionDescription, policy: str, source: Destination, call_id: str,
-               previous: SrtpKeys | None = None) -> tuple[AudioSelection, SrtpKeys | None]:
+               previous: SrtpKeys | None = None,
+               supported: Sequence[str] = ("PCMU", "PCMA")) -> tuple[AudioSelection, SrtpKeys | None]:
         """select_media, and the warning for keys that travelled in clear
         (once per source address: a phone re-registering must not fill the log)."""
-        selection, keys = select_media(offer, policy, previous=previous)
+        selection, keys = select_media(offer, policy, previous=previous, supported=supported)
         if keys is not None and source.transport != "TLS" and source.host not in self._warned:
             if len(self._warned) >= _WARNED_MAX:
                 self._warned.clear()

@@ -32,7 +32,7 @@ from .recording import Recordings, RecordingStats
 from .registrar import Registrar
 from .rooms import ConferenceDirectory
 from .routing import ReceptionistDestination, RoomDestination, Router
-from .sdp import NoCommonCodec, SdpError, build_answer, parse_sdp
+from .sdp import NoCommonCodec, SdpError, build_answer, parse_sdp, rtpmap_text
 from .sdes import SrtpRefused
 from .secure_calls import SecureMedia
 from .limits import SourceLimits
@@ -105,7 +105,8 @@ class SipServer:
         sounds = self.config.sounds
         self.media = MediaEngine(server.bind, beep_hz=sounds.join_beep_hz, beep_ms=sounds.join_beep_ms,
                                  leave_beep_hz=sounds.leave_beep_hz, leave_beep_ms=sounds.leave_beep_ms,
-                                 talk_threshold_dbfs=server.talk_threshold_dbfs)
+                                 talk_threshold_dbfs=server.talk_threshold_dbfs,
+                                 max_mix_rate=server.max_mix_rate)
         self.media.start()
         self.conferences = ConferenceDirectory(self.media.new_conference, on_join=self._on_join,
                                                on_end=self._on_conference_end)
@@ -177,7 +178,7 @@ class SipServer:
         self.metrics.close()
 
     # Keys a running server cannot take over: its sockets are bound already.
-    RESTART_KEYS = ("bind", "sip_port", "metrics_port", "talk_threshold_dbfs")
+    RESTART_KEYS = ("bind", "sip_port", "metrics_port", "talk_threshold_dbfs", "max_mix_rate")
 
     def reload(self, config: Config) -> list[str]:
         """Apply a new, valid configuration to the running server (SIGHUP).
@@ -555,7 +556,8 @@ class SipServer:
         policy = self.secure.policy_for(self.config, trunk, user)
         try:
             offer = parse_sdp(request.body)
-            selection, srtp_keys = self.secure.select(offer, policy, source, call_id)
+            selection, srtp_keys = self.secure.select(offer, policy, source, call_id,
+                                                      supported=self.config.server.codecs)
         except SrtpRefused as refused:
             log.info("call %s: SRTP policy %r: %s", call_id, policy, refused.warning)
             self.metrics.calls.labels("srtp_refused").inc()
@@ -667,7 +669,8 @@ class SipServer:
             try:
                 offer = parse_sdp(request.body)
                 selection, srtp_keys = self.secure.select(offer, call.srtp_policy, transaction.source,
-                                                          call.call_id, previous=call.srtp_keys)
+                                                          call.call_id, previous=call.srtp_keys,
+                                                          supported=self.config.server.codecs)
             except SrtpRefused as refused:
                 self._respond(transaction, 488, headers=[("Warning", f'399 sipconf "{refused.warning}"')])
                 return
@@ -731,6 +734,9 @@ class SipServer:
 
     def hang_up(self, call: Call, reason: str) -> None:
         """End a call from our side with a BYE."""
+        if not isinstance(call, Call):  # a browser participant (admin/webrtc.py): no SIP
+            call.hang_up(reason)
+            return
         if call.state is CallState.ENDED:
             return
         if call.state in (CallState.ANSWERED, CallState.CONFIRMED):
@@ -823,11 +829,11 @@ def build_answer_as_offer(call: Call) -> bytes:
     addrtype = sdp_addrtype(s.remote_host)
     lines = ["v=0", f"o=- 0 0 IN {addrtype} {s.remote_host}", "s=-", f"c=IN {addrtype} {s.remote_host}", "t=0 0",
              f"m=audio {s.remote_port} {'RTP/AVP' if keys is None else 'RTP/SAVP'} {formats}",
-             f"a=rtpmap:{s.payload_type} {s.codec}/8000"]
+             f"a=rtpmap:{s.payload_type} {rtpmap_text(s.codec)}"]
     if keys is not None:
         lines.append(f"a=crypto:{keys.tag} {keys.suite} inline:{base64.b64encode(keys.remote_key).decode()}")
     if s.telephone_event_pt is not None:
-        lines.append(f"a=rtpmap:{s.telephone_event_pt} telephone-event/8000")
+        lines.append(f"a=rtpmap:{s.telephone_event_pt} telephone-event/{s.telephone_event_rate}")
     lines.append("a=sendrecv")
     return ("\r\n".join(lines) + "\r\n").encode()
 

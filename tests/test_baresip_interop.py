@@ -39,7 +39,9 @@ class Baresip:
     """baresip on a pty so its keypad (stdio module) can be typed on."""
 
     def __init__(self, directory, server_port: int, user: str, password: str, *, host: str = "127.0.0.1",
-                 uri_params: str = "", account_params: str = "", config: str = "", modules: str = "") -> None:
+                 uri_params: str = "", account_params: str = "", config: str = "", modules: str = "",
+                 start: bool = True) -> None:
+        self.directory = directory
         sip_port = free_port(host)
         uri_host = f"[{host}]" if ":" in host else host
         rtp_low, rtp_high = free_rtp_range(20)
@@ -57,9 +59,13 @@ class Baresip:
             "module_app account.so\nmodule_app menu.so\n" + config)
         (directory / "accounts").write_text(
             f"<sip:{user}@{uri_host}:{server_port}{uri_params}>;auth_pass={password};regint=600{account_params}\n")
-        self.master, slave = pty.openpty()
         self.output = b""
-        self.process = subprocess.Popen([BARESIP, "-f", str(directory), "-t", "60"],
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        self.master, slave = pty.openpty()
+        self.process = subprocess.Popen([BARESIP, "-f", str(self.directory), "-t", "60"],
                                         stdin=slave, stdout=slave, stderr=slave)
         os.close(slave)
 

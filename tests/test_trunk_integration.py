@@ -131,7 +131,7 @@ def test_main_number_receptionist_then_room_heard_by_a_phone(trunk_server, tmp_p
 
         result = sipp.join()
         assert result.returncode == 0 and result.successful == 1, result.errors()
-        assert any("ended: caller hung up (BYE)" in line for line in lines_of(trunk_server, trunk_id))
+        assert wait_until(lambda: any("ended: caller hung up (BYE)" in line for line in lines_of(trunk_server, trunk_id)), 3)
         time.sleep(1.0)
         assert listener.rms(seconds=0.5) < 50, "the trunk caller is still heard after its BYE"
     finally:

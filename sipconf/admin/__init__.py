@@ -5,6 +5,7 @@
 - api.py     status, rooms and the conference actions (via sipconf.controls)
 - events.py  the EventBus as an SSE stream with bounded per-client queues
 - console/   the static page (HTML/JS/CSS, no build step)
+- webrtc.py  browser participants: the join page (join/) and its signalling, aiortc
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from .. import __version__
 from .api import Backend
 from .http import AdminServer
+from .webrtc import WebRtcBridge, add_webrtc_routes
 
 __all__ = ["AdminServer", "Backend", "start_admin"]
 
@@ -37,7 +39,9 @@ async def start_admin(server) -> AdminServer | None:
         controls=lambda: server.controls,
         quiet_moment=media.after_tick if media is not None else None,
     )
-    admin = AdminServer(config, backend, server.events, server.security.admin, server.metrics.registry)
+    bridge = WebRtcBridge(server)  # SPEC 14: browser participants on the same port
+    admin = AdminServer(config, backend, server.events, server.security.admin, server.metrics.registry,
+                        extend=lambda app: add_webrtc_routes(app, bridge))
     try:
         await admin.start()
     except OSError as exc:  # e.g. the port is taken: say which socket (the CLI logs it, exit 1)

@@ -24,6 +24,8 @@ import json
 import logging
 from importlib import resources
 
+from typing import Callable
+
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -75,8 +77,9 @@ class AdminMetrics:
 
 class AdminServer:
     def __init__(self, config: AdminConfig, backend: Backend, bus, failures: FailureCounter,
-                 registry: CollectorRegistry) -> None:
+                 registry: CollectorRegistry, extend: Callable[[web.Application], None] | None = None) -> None:
         self.config = config
+        self.extend = extend  # more routes on this server (webrtc.py: the join page)
         self.failures = failures
         self.metrics = AdminMetrics(registry)
         self.api = Api(backend)
@@ -98,6 +101,8 @@ class AdminServer:
         app.add_routes(self.api.routes())
         app.add_routes([web.get("/api/events", self.stream.handle, allow_head=False)])
         app.add_routes([web.get(path, self._serve_console, allow_head=False) for path in CONSOLE_FILES])
+        if self.extend is not None:
+            self.extend(app)
         self._runner = web.AppRunner(app, access_log_class=_AccessLog, access_log=log,
                                      keepalive_timeout=KEEPALIVE_S, shutdown_timeout=1.0,
                                      max_line_size=4096, max_field_size=4096, max_headers=64)
