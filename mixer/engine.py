@@ -88,7 +88,33 @@ class Conference(_Conference):
     recorder = None
 
 
-class RtpEndpoint:
+class PromptPlayer:
+    """Prompt playback shared by every endpoint kind (RTP phones and PCM
+    participants): the engine's tick reads ``_prompt``/``_prompt_pos`` of the
+    endpoints in ``engine._players`` and calls ``_prompt_done`` at the end."""
+
+    __slots__ = ()
+
+    @property
+    def playing(self) -> bool:
+        return self._prompt is not None
+
+    def play(self, pcm: np.ndarray, on_done: Callable[[], None] | None = None) -> None:
+        pcm = np.asarray(pcm)
+        if pcm.dtype != np.int16:
+            pcm = pcm.astype(np.int16)
+        self._prompt = pcm.reshape(-1)
+        self._prompt_pos = 0
+        self._prompt_done = on_done
+        self._engine._players.add(self)
+
+    def stop_playback(self) -> None:
+        self._prompt = None
+        self._prompt_done = None
+        self._engine._players.discard(self)
+
+
+class RtpEndpoint(PromptPlayer):
     # slots: a smaller object per participant and the interpreter's fastest
     # attribute access, both of which count in the per-packet/per-row loops
     __slots__ = (
@@ -156,10 +182,6 @@ class RtpEndpoint:
         return self._sock.getsockname()[1]
 
     @property
-    def playing(self) -> bool:
-        return self._prompt is not None
-
-    @property
     def latched(self) -> tuple | None:
         """Address RTP arrives from (where we send), once known."""
         return self._latched
@@ -217,20 +239,6 @@ class RtpEndpoint:
             engine._muted[self._row] = muted
         else:
             engine._dirty = True
-
-    def play(self, pcm: np.ndarray, on_done: Callable[[], None] | None = None) -> None:
-        pcm = np.asarray(pcm)
-        if pcm.dtype != np.int16:
-            pcm = pcm.astype(np.int16)
-        self._prompt = pcm.reshape(-1)
-        self._prompt_pos = 0
-        self._prompt_done = on_done
-        self._engine._players.add(self)
-
-    def stop_playback(self) -> None:
-        self._prompt = None
-        self._prompt_done = None
-        self._engine._players.discard(self)
 
     def close(self) -> None:
         if self.closed:

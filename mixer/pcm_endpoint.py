@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from .engine import PromptPlayer
 from .opus import OpusEncoder
 from .wideband import OPUS_BITRATE, OPUS_COMPLEXITY
 
@@ -159,7 +160,7 @@ class PcmStream:
         return self.jitter.pop_into(out)
 
 
-class PcmEndpoint:
+class PcmEndpoint(PromptPlayer):
     """One PCM participant, attached to the engine (``MediaEngine.attach``).
 
     Looks to the engine, its conferences and call control like an
@@ -229,29 +230,11 @@ class PcmEndpoint:
             log.exception("PCM consumer failed")
 
     # -- what call control uses -----------------------------------------------------------
-    @property
-    def playing(self) -> bool:
-        return self._prompt is not None
-
     def set_muted(self, muted: bool) -> None:
         self.muted = muted  # read by WidebandMix every tick
 
     def set_hold(self, on_hold: bool) -> None:
         self.on_hold = on_hold
-
-    def play(self, pcm: np.ndarray, on_done: Callable[[], None] | None = None) -> None:
-        pcm = np.asarray(pcm)
-        if pcm.dtype != np.int16:
-            pcm = pcm.astype(np.int16)
-        self._prompt = pcm.reshape(-1)
-        self._prompt_pos = 0
-        self._prompt_done = on_done
-        self._engine._players.add(self)
-
-    def stop_playback(self) -> None:
-        self._prompt = None
-        self._prompt_done = None
-        self._engine._players.discard(self)
 
     def close(self) -> None:
         if self.closed:
