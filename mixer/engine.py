@@ -46,6 +46,10 @@ PACKET = np.dtype([("b0", "u1"), ("b1", "u1"), ("seq", ">u2"), ("ts", ">u4"), ("
 RX_ROUNDS = 16  # poll rounds per tick: up to this many datagrams per socket per tick
 JUNK_SKIP = 64  # dropped datagrams skipped per read (see RtpEndpoint._receive)
 RTCP_READS = 16  # RTCP datagrams read per event-loop callback (the rest on the next one)
+#: talk changes handed to ``on_talk`` per event-loop callback: a tick where
+#: hundreds of participants start or stop talking at once is reported over
+#: several callbacks, so the next tick's timer is not held up behind them
+TALK_REPORT_CHUNK = 64
 HOUSEKEEPING_TICKS = 5  # rtp timeout / stale DTMF checks every 100 ms
 _RX_SIZE = 2048
 _FAST_SIZE = HEADER_SIZE + FRAME  # the datagram of the receive fast path
@@ -412,6 +416,8 @@ class MediaEngine:
         # (BatchMixer.contrib_hook); talk changes go to on_talk once per tick.
         self.on_talk: Callable[[list[tuple["RtpEndpoint", bool]]], None] | None = None
         self._talk = TalkDetector(talk_threshold_dbfs, FRAME)
+        self._talk_queue: deque = deque()  # (endpoint, talking) not yet given to on_talk
+        self._talk_drain_scheduled = False
         self._muted = np.zeros(0, dtype=bool)
         self._dtmf_classifier = FrameClassifier(FRAME)
         self._inband_rows: list[tuple[int, RtpEndpoint]] = []
@@ -607,8 +613,8 @@ class MediaEngine:
                 ep = rows[r]
                 ep.talking = bool(talking[r])
                 changes.append((ep, ep.talking))
-            if self.on_talk is not None and self._loop is not None:
-                self._loop.call_soon(self._report_talk, changes)
+            if self.on_talk is not None:
+                self._queue_talk(changes)
         if any_silenced:  # muted or typing tones: out at once, whatever the hangover says
             talking = talking & ~silenced
         if talking.all():
@@ -632,11 +638,26 @@ class MediaEngine:
                 suppressed.append(row)
         return suppressed
 
-    def _report_talk(self, changes: list) -> None:
+    def _queue_talk(self, changes: list) -> None:
+        """Talk changes of a tick, in order, for ``on_talk`` off the tick."""
+        self._talk_queue.extend(changes)
+        if not self._talk_drain_scheduled and self._loop is not None:
+            self._talk_drain_scheduled = True
+            self._loop.call_soon(self._report_talk)
+
+    def _report_talk(self) -> None:
+        """Up to TALK_REPORT_CHUNK queued changes to ``on_talk``; the rest on
+        a later callback (in order: one queue, one drain at a time)."""
+        queue = self._talk_queue
+        batch = [queue.popleft() for _ in range(min(TALK_REPORT_CHUNK, len(queue)))]
+        if queue:
+            self._loop.call_soon(self._report_talk)
+        else:
+            self._talk_drain_scheduled = False
         if self.on_talk is None:
             return
         try:
-            self.on_talk([(ep, talking) for ep, talking in changes if not ep.closed])
+            self.on_talk([(ep, talking) for ep, talking in batch if not ep.closed])
         except Exception:  # a callback bug must not stop the media engine
             log.exception("talk callback failed")
 
@@ -789,7 +810,7 @@ class MediaEngine:
             stats.fec_frames += wm.fec_frames - before[1]
             stats.plc_frames += wm.plc_frames - before[2]
         if talk_changes and self.on_talk is not None:
-            self._loop.call_soon(self._report_talk, talk_changes)
+            self._queue_talk(talk_changes)
 
     def _set_packets(self, rows: list[RtpEndpoint]) -> None:
         """Outgoing packets of every row in one array: per tick the payloads

@@ -52,10 +52,19 @@ class CallLike(Protocol):
 Recorder = Callable[["ConferenceControls", bool], bool]
 
 
+#: Events of the talk detection: up to two per participant per second of
+#: speech, so they are logged at DEBUG (the event stream carries them all);
+#: at INFO they were most of the log and, in bursts, of the loop's time.
+CHATTY_EVENTS = frozenset({"talking", "stopped_talking"})
+
+
 def log_event(event: dict) -> None:
-    """EventBus subscriber: one log line per event."""
+    """EventBus subscriber: one log line per event (talk events at DEBUG)."""
+    level = logging.DEBUG if event["event"] in CHATTY_EVENTS else logging.INFO
+    if not events_log.isEnabledFor(level):
+        return
     details = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("event", "time"))
-    events_log.info("event %s %s", event["event"], details)
+    events_log.log(level, "event %s %s", event["event"], details)
 
 
 @dataclass(eq=False)

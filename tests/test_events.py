@@ -34,3 +34,22 @@ def test_failing_subscriber_does_not_stop_others():
 def test_unknown_event_name_is_refused():
     with pytest.raises(ValueError):
         EventBus().publish("exploded")
+
+
+def test_talk_events_are_logged_at_debug_and_the_others_at_info(caplog):
+    import logging
+
+    from sipconf.controls import log_event
+
+    bus = EventBus()
+    bus.subscribe(log_event)
+    with caplog.at_level(logging.INFO, logger="sipconf.events"):
+        bus.publish("talking", room="800", conference="1234", participant="7")
+        bus.publish("stopped_talking", room="800", conference="1234", participant="7")
+        bus.publish("joined", room="800", conference="1234", participant="7")
+    assert [r.getMessage() for r in caplog.records] == ["event joined room=800 conference=1234 participant=7"]
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="sipconf.events"):
+        bus.publish("talking", room="800", conference="1234", participant="7")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.DEBUG, "event talking room=800 conference=1234 participant=7")]

@@ -80,3 +80,50 @@ async def test_talk_mute_leave_beep_and_inband_digits():
         await engine.close()
         a_sock.close()
         b_sock.close()
+
+
+async def test_a_burst_of_talk_changes_is_reported_in_order_over_several_callbacks():
+    """200 participants start talking in the same tick and stop together:
+    on_talk gets every change once, in order per participant, at most
+    TALK_REPORT_CHUNK per callback (so a burst cannot hold up the next tick)."""
+    from mixer.engine import TALK_REPORT_CHUNK
+
+    engine = MediaEngine("127.0.0.1")
+    engine.start()
+    sender = udp()
+    calls: list[list[tuple[int, bool]]] = []
+    eps = []
+    try:
+        for _ in range(200):
+            eps.append(engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
+                                            remote=sender.getsockname(), on_digit=lambda d: None,
+                                            rtp_timeout=30, on_timeout=lambda: None))
+        index = {id(ep): i for i, ep in enumerate(eps)}
+        engine.on_talk = lambda changes: calls.append([(index[id(ep)], on) for ep, on in changes])
+        for r in range(0, 200, 10):
+            conf = engine.new_conference()
+            for ep in eps[r:r + 10]:
+                conf.add(ep)
+        dests = [("127.0.0.1", ep.local_port) for ep in eps]
+        loud = codecs.encode(tone(440, 160, 0), "PCMU")
+        quiet = codecs.encode(np.zeros(160, np.int16), "PCMU")
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i in range(45):  # 10 ticks of tone, then 700 ms of silence (past the 300 ms hangover)
+            payload = loud if i < 10 else quiet
+            for k, dest in enumerate(dests):
+                sender.sendto(rtp.build(0, i, i * 160, 0x100 + k, payload), dest)
+            await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - loop.time()))
+            drain(sender)
+        await asyncio.sleep(0.1)
+        assert TALK_REPORT_CHUNK < 200
+        assert calls and max(len(c) for c in calls) <= TALK_REPORT_CHUNK
+        assert len(calls) >= 2 * -(-200 // TALK_REPORT_CHUNK)  # each burst spread over several callbacks
+        per_participant: dict[int, list[bool]] = {}
+        for call in calls:
+            for i, on in call:
+                per_participant.setdefault(i, []).append(on)
+        assert per_participant == {i: [True, False] for i in range(200)}
+    finally:
+        await engine.close()
+        sender.close()
