@@ -128,6 +128,7 @@ class RtpEndpoint(PromptPlayer):
         "_variants", "jitter", "dtmf", "_sender", "_ts0", "_first_tick", "_last_rx", "_timed_out",
         "_prompt", "_prompt_pos", "_prompt_done", "dropped", "_fd", "_stream", "_wide", "_rtcp_junk_logged",
         "_sendto", "srtp",  # SRTP hook: mixer/srtp.py replaces _recv_into/_sendto once per call
+        "_conn", "_conn_recv",  # the socket connected to the latched address (MediaEngine._connect)
         "beep_end", "muted", "talking", "inband",
     )
 
@@ -143,6 +144,8 @@ class RtpEndpoint(PromptPlayer):
         self._recv_into = rtp.recvfrom_into
         self._sendto = rtp.sendto  # SRTP hook: SrtpStream.attach swaps both bound functions
         self.srtp = None  # mixer.srtp.SrtpStream when the call uses SRTP
+        self._conn: socket.socket | None = None
+        self._conn_recv = None
         self.on_digit = on_digit
         self.on_timeout = on_timeout
         self.rtp_timeout = rtp_timeout
@@ -216,6 +219,7 @@ class RtpEndpoint(PromptPlayer):
             self.remote = remote
             self._latched = None
             self._dest = remote
+            self._engine._disconnect(self)
             self._engine._sends_dirty = True
 
     def _set_codec(self, codec: str) -> None:
@@ -256,6 +260,7 @@ class RtpEndpoint(PromptPlayer):
             self._loop.remove_reader(self._rtcp.fileno())
         except (ValueError, OSError):
             pass
+        self._engine._disconnect(self)
         for s in (self._sock, self._rtcp):
             s.close()
         self._engine._forget(self)
@@ -350,7 +355,7 @@ class RtpEndpoint(PromptPlayer):
                 self.dropped += 1  # someone else while the latched source is alive
                 return 1
             self._latched = self._dest = addr
-            self._engine._sends_dirty = True
+            self._engine._latch_changed(self)
         self._latched_at = now
         self._last_rx = now  # only RTP we accept keeps a call alive, not junk
         if pt == self.payload_type:
@@ -435,6 +440,16 @@ class MediaEngine:
         # read exactly once per round (no per-datagram callback, no EAGAIN).
         self._rx_poll = select.epoll() if hasattr(select, "epoll") else select.poll()
         self._by_fd: dict[int, RtpEndpoint] = {}
+        # Once a call's RTP source is latched, a second socket on the same
+        # port (SO_REUSEPORT) is connected to it: the kernel hands that
+        # source's datagrams to it (the more specific match) and everything
+        # else (a moved phone, junk, a third address) to the first socket.
+        # The common packet then costs recv_into/send: no source address
+        # made into a Python tuple and compared, no destination parsed, no
+        # route looked up per packet.
+        self._by_conn: dict[int, RtpEndpoint] = {}
+        self._to_connect: list[RtpEndpoint] = []
+        self._connect_failed_logged = False
         self._rxbuf = bytearray(_RX_SIZE)  # every RTP datagram is read here
         self._rxmv = memoryview(self._rxbuf)
         self._tick_index = 0
@@ -549,6 +564,7 @@ class MediaEngine:
         poll = self._rx_poll.poll
         epoll = isinstance(self._rx_poll, getattr(select, "epoll", ()))
         get = by_fd.get
+        conn_get = self._by_conn.get
         buf = self._rxbuf
         payload = self._rxmv[HEADER_SIZE:_FAST_SIZE]
         unpack = RTP_HEADER.unpack_from
@@ -558,13 +574,21 @@ class MediaEngine:
             if not events:
                 break
             for fd, _mask in events:
-                ep = get(fd)
-                if ep is None:
-                    continue
-                try:
-                    n, addr = ep._recv_into(buf)
-                except OSError:  # BlockingIOError included: spurious readiness
-                    continue
+                ep = conn_get(fd)
+                if ep is not None:  # connected: from the latched address, by the kernel's choice
+                    try:
+                        n = ep._conn_recv(buf)
+                    except OSError:  # BlockingIOError, or an ICMP error reported on the socket
+                        continue
+                    addr = ep._latched
+                else:
+                    ep = get(fd)
+                    if ep is None:
+                        continue
+                    try:
+                        n, addr = ep._recv_into(buf)
+                    except OSError:  # BlockingIOError included: spurious readiness
+                        continue
                 n_in += 1
                 if n == _FAST_SIZE and addr == ep._latched:
                     b0, b1, _seq, ts, ssrc = unpack(buf)
@@ -595,6 +619,79 @@ class MediaEngine:
             stats = self.stats
             stats.packets_in += n_in
             stats.packets_dropped += dropped
+        if self._to_connect:
+            self._connect_latched(now)
+
+    # -- connected sockets (see _by_conn) -------------------------------------------------------
+    def _latch_changed(self, ep: RtpEndpoint) -> None:
+        """``ep`` latched on a new address: its sends change, and its
+        connected socket (if any) belongs to the old address."""
+        self._sends_dirty = True
+        self._disconnect(ep)
+        self._to_connect.append(ep)
+
+    def _connect_latched(self, now: float) -> None:
+        """Connected sockets for the endpoints that latched this tick (after
+        the receive loop: no socket is opened while its events are read)."""
+        pending, self._to_connect = self._to_connect, []
+        for ep in pending:
+            addr = ep._latched
+            if ep.closed or addr is None or ep.srtp is not None or ep._conn is not None:
+                continue  # SRTP keeps its wrapped receive/send on the first socket
+            first = ep._sock
+            local = first.getsockname()
+            s = socket.socket(first.family, socket.SOCK_DGRAM)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+                s.setblocking(False)
+                # SO_REUSEPORT on the first socket only for this bind: the
+                # port stays refused to any other socket bound without it
+                # (another server's port pool, a stray program)
+                first.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                try:
+                    s.bind(local)
+                finally:
+                    first.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
+                s.connect(addr)
+                self._rx_poll.register(s.fileno(), select.POLLIN)
+            except OSError as e:  # e.g. out of file descriptors: the first socket serves, as before
+                s.close()
+                if not self._connect_failed_logged:
+                    self._connect_failed_logged = True
+                    log.warning("RTP port %d: no connected socket (%s); calls use the unconnected path "
+                                "(logged once)", local[1], e)
+                continue
+            ep._conn = s
+            ep._conn_recv = s.recv_into
+            self._by_conn[s.fileno()] = ep
+            self._sends_dirty = True
+            # Between bind and connect the new socket was an unconnected
+            # member of the port's group and may have been handed any
+            # source's datagram: read those with their real address.
+            for _ in range(JUNK_SKIP):
+                try:
+                    n, src = s.recvfrom_into(self._rxbuf)
+                except OSError:
+                    break
+                self.stats.packets_in += 1
+                if ep._handle(n, src, now):
+                    self.stats.packets_dropped += 1
+                if ep._conn is not s:  # that datagram moved the latch: this socket is gone
+                    break
+
+    def _disconnect(self, ep: RtpEndpoint) -> None:
+        s = ep._conn
+        if s is None:
+            return
+        ep._conn = ep._conn_recv = None
+        self._by_conn.pop(s.fileno(), None)
+        try:
+            self._rx_poll.unregister(s.fileno())
+        except (KeyError, OSError, ValueError):
+            pass
+        s.close()
+        self._sends_dirty = True
 
     def _contributing(self, decoded: np.ndarray) -> np.ndarray | None:
         """BatchMixer.contrib_hook: in-band digits, then talk detection, for
@@ -835,15 +932,19 @@ class MediaEngine:
         rows that do not (no address yet, or on hold): rebuilt only when the
         layout, a latch or a hold changes, not per tick."""
         sends = []
+        conn_sends = []
         unsent = []
         views = self._pk_views
         for row, ep in enumerate(self._rows):
             dest = ep._dest
             if dest is None or ep.on_hold:
                 unsent.append(row)
+            elif ep._conn is not None:
+                conn_sends.append((ep._conn.send, views[row]))  # connected to dest
             else:
                 sends.append((ep._sendto, views[row], dest))  # SRTP hook: protects when set
         self._sends = sends
+        self._conn_sends = conn_sends
         self._unsent = unsent
         self._sends_dirty = False
 
@@ -956,14 +1057,20 @@ class MediaEngine:
         if self._sends_dirty:
             self._set_sends()
         sends = self._sends
+        conn_sends = self._conn_sends
         unsent = self._unsent
         errors = 0
+        for send, packet in conn_sends:
+            try:
+                send(packet)
+            except OSError:  # also an ICMP error from an earlier packet, reported here once
+                errors += 1
         for send, packet, dest in sends:
             try:
                 send(packet, dest)
             except OSError:
                 errors += 1
-        sent = len(sends) - errors
+        sent = len(sends) + len(conn_sends) - errors
         # the next sequence number for every row that sent (errors count as sent,
         # as a lost packet would); the marker only on a stream's first packet
         seq = self._seq

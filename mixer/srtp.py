@@ -85,6 +85,9 @@ class SrtpStream:
         its send function protects, and SRTCP is checked. Attaching a new
         stream (re-INVITE with a new key) replaces the old one."""
         sock: socket.socket = endpoint._sock
+        # SRTP is read and sent on the first socket only: a connected socket
+        # (engine._connect_latched) would hand the fast path protected bytes
+        endpoint._engine._disconnect(endpoint)
         endpoint._recv_into = self.receiver(sock.recvfrom_into, endpoint._rxbuf)
         endpoint._sendto = self.sender(sock.sendto)
         endpoint.srtp = self
@@ -104,6 +107,8 @@ class SrtpStream:
         endpoint._sendto = sock.sendto
         endpoint.srtp = None
         endpoint._engine._sends_dirty = True
+        if endpoint._latched is not None:  # plain again: the connected socket can come back
+            endpoint._engine._to_connect.append(endpoint)
         rtcp = endpoint._rtcp
         try:
             endpoint._loop.remove_reader(rtcp.fileno())

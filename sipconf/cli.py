@@ -74,7 +74,24 @@ def _warn_unroutable(config: Config) -> None:
         logging.getLogger("sipconf").warning("configuration: %s", warning)
 
 
+def _raise_file_limit() -> None:
+    """Every call holds three sockets (RTP, its connected twin, RTCP) and
+    each phone on TCP/TLS one more: a shell's default soft limit of 1,024
+    descriptors would cap a server at about 300 calls, so the soft limit is
+    raised to the hard one (as servers commonly do)."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # not POSIX, or not allowed: keep what we have
+        pass
+
+
 def _serve(config: Config, read_config: Callable[[], Config] | None = None, path: str | None = None) -> int:
+    _raise_file_limit()
     try:
         import uvloop  # optional: 10-20% less CPU on the media path
     except ImportError:

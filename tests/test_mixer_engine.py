@@ -110,3 +110,87 @@ async def test_two_endpoints_hear_each_other_dtmf_and_timeout():
         a_sock.close()
         b_sock.close()
     assert engine.stats.participants == 0
+
+
+async def test_connected_socket_follows_the_latch_and_the_port_stays_exclusive():
+    """After latching, a call's RTP goes through a socket connected to the
+    latched address (same port, SO_REUSEPORT only for that bind): packets
+    still leave from the SDP port, a third address is still dropped, a
+    phone that moves after 1 s of silence is latched again and the
+    connected socket follows it, and no other socket can take the port."""
+    import socket as socketlib
+
+    engine = MediaEngine("127.0.0.1")
+    engine.start()
+    phone, third, moved, other = udp(), udp(), udp(), udp()
+    try:
+        ep = engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
+                                  remote=phone.getsockname(), on_digit=lambda d: None, rtp_timeout=30,
+                                  on_timeout=lambda: None)
+        ep_other = engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
+                                        remote=other.getsockname(), on_digit=lambda d: None, rtp_timeout=30,
+                                        on_timeout=lambda: None)
+        conf = engine.new_conference()
+        conf.add(ep)
+        conf.add(ep_other)
+        port = ("127.0.0.1", ep.local_port)
+        other_port = ("127.0.0.1", ep_other.local_port)
+        loop = asyncio.get_running_loop()
+
+        async def stream(sock, first: int, count: int, hz: float, ssrc: int) -> None:
+            start = loop.time()
+            for i in range(first, first + count):
+                sock.sendto(rtp.build(0, i, i * 160, ssrc, codecs.encode(tone(hz, 160, i * 160), "PCMU")), port)
+                other.sendto(rtp.build(0, i, i * 160, 0x99, codecs.encode(np.zeros(160, np.int16), "PCMU")),
+                             other_port)
+                await asyncio.sleep(max(0.0, start + (i - first + 1) * 0.02 - loop.time()))
+
+        def heard_by_other() -> np.ndarray:
+            parts = [codecs.decode(raw[12:], "PCMU") for raw in drain(other)]
+            return np.concatenate(parts) if parts else np.zeros(0, np.int16)
+
+        await stream(phone, 0, 20, 440, 0xA)
+        assert ep.latched == phone.getsockname()
+        assert ep._conn is not None and ep._conn.getpeername() == phone.getsockname()
+        got = []
+        for _ in range(50):
+            try:
+                got.append(phone.recvfrom(2048))
+            except BlockingIOError:
+                break
+        assert got and {addr for _, addr in got} == {port}  # still from the port in the SDP
+        # the port is ours alone: a plain bind is refused while the connected socket exists
+        probe = socketlib.socket(socketlib.AF_INET, socketlib.SOCK_DGRAM)
+        try:
+            try:
+                probe.bind(port)
+                bound = True
+            except OSError:
+                bound = False
+            assert not bound
+        finally:
+            probe.close()
+        # a third address while the phone talks: dropped, not heard
+        heard_by_other()
+        dropped = ep.dropped
+        start = loop.time()
+        for i in range(20, 45):
+            phone.sendto(rtp.build(0, i, i * 160, 0xA, codecs.encode(np.zeros(160, np.int16), "PCMU")), port)
+            third.sendto(rtp.build(0, i, i * 160, 0xC, codecs.encode(tone(1800, 160, i * 160), "PCMU")), port)
+            other.sendto(rtp.build(0, i, i * 160, 0x99, codecs.encode(np.zeros(160, np.int16), "PCMU")), other_port)
+            await asyncio.sleep(max(0.0, start + (i - 19) * 0.02 - loop.time()))
+        assert ep.dropped - dropped >= 20
+        assert band_energy(heard_by_other()[800:], 1800) < 1e4  # (a heard tone: > 1e6)
+        assert ep.latched == phone.getsockname()
+        # the phone goes quiet; 1.2 s later it speaks from another address
+        await asyncio.sleep(1.2)
+        drain(other)
+        await stream(moved, 100, 30, 700, 0xB)
+        assert ep.latched == moved.getsockname()
+        assert ep._conn is not None and ep._conn.getpeername() == moved.getsockname()
+        assert band_energy(heard_by_other(), 700) > 1e6
+        assert drain(moved)  # our packets now go to the new address
+    finally:
+        await engine.close()
+        for s in (phone, third, moved, other):
+            s.close()
