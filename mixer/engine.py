@@ -32,7 +32,7 @@ from .dtmf import DtmfDetector
 from .inband_dtmf import FrameClassifier, InbandDtmf, windows_of
 from .jitter import FRAME, JitterBuffer
 from .rtcp import is_rtcp, same_host
-from .rtp import HEADER_SIZE, RTP_HEADER, RtpSender, TELEPHONE_EVENT
+from .rtp import HEADER_SIZE, RTP_HEADER, RtpSender, TELEPHONE_EVENT, initial_seq
 from .wideband import WidebandMix, check_codec, wide_stream
 from .talk import TalkDetector
 
@@ -166,7 +166,7 @@ class RtpEndpoint(PromptPlayer):
         self._latched_at = 0.0
         self._audio_ssrc: int | None = None
         self.dtmf = DtmfDetector()
-        self._sender = RtpSender(payload_type, random.getrandbits(32), random.getrandbits(16))
+        self._sender = RtpSender(payload_type, random.getrandbits(32), initial_seq())  # below 2^15: SRTP (rtp.py)
         self._ts0 = random.getrandbits(32)
         self._first_tick: int | None = None
         self._last_rx = time.monotonic()
