@@ -777,7 +777,7 @@ class MediaEngine:
         step = stream.step if stream is not None else FRAME
         header = ep._sender.next_header(ep._ts0 + (self._tick_index - ep._first_tick) * step)
         try:
-            ep._sock.sendto(bytes(header[:HEADER_SIZE]) + payload, ep._dest)
+            ep._sendto(bytes(header[:HEADER_SIZE]) + payload, ep._dest)  # SRTP hook: protects when set
             self.stats.packets_out += 1
         except OSError:
             self.stats.send_errors += 1

@@ -394,3 +394,21 @@ def test_srtp_streams_start_in_the_lower_half_of_the_sequence_space(secure_serve
         finally:
             phone.close()
     assert all(seq < 0x8000 + 250 for seq in firsts), f"first sequence numbers: {firsts}"
+
+
+def test_srtp_wideband_call_sends_protected_packets(secure_server):
+    """A G.722 call (the wideband path, engine._wide_send) with SRTP: what
+    the server sends must be protected like a G.711 call's. It went out as
+    plain RTP, which the phone cannot authenticate: no audio at all."""
+    phone = SecurePhone(("127.0.0.1", secure_server.sip_port), tls=False, user="102",
+                        password=PASSWORDS["102"], codecs=("G722",))
+    try:
+        answer = phone.call("800")
+        assert answer.status == 200 and phone.srtp_suite == "AES_CM_128_HMAC_SHA1_80"
+        assert " 9" in answer.body.decode().split("m=audio", 1)[1].split("\r\n", 1)[0]  # G.722 answered
+        assert phone.wait_for_rtp(25, timeout=3), f"{phone.srtp_failures} SRTP packets failed to unprotect"
+        assert phone.srtp_failures == 0
+        with phone._rx_lock:
+            assert {h.pt for h in phone.rtp_headers} == {9}
+    finally:
+        phone.close()
