@@ -32,7 +32,7 @@ from .dtmf import DtmfDetector
 from .inband_dtmf import FrameClassifier, InbandDtmf, windows_of
 from .jitter import FRAME, JitterBuffer
 from .rtcp import is_rtcp, same_host
-from .rtp import HEADER_SIZE, RTP_HEADER, RtpSender, TELEPHONE_EVENT
+from .rtp import HEADER_SIZE, RTP_HEADER, RtpSender, TELEPHONE_EVENT, initial_seq
 from .wideband import WidebandMix, check_codec, wide_stream
 from .talk import TalkDetector
 
@@ -169,7 +169,7 @@ class RtpEndpoint(PromptPlayer):
         self._latched_at = 0.0
         self._audio_ssrc: int | None = None
         self.dtmf = DtmfDetector()
-        self._sender = RtpSender(payload_type, random.getrandbits(32), random.getrandbits(16))
+        self._sender = RtpSender(payload_type, random.getrandbits(32), initial_seq())  # below 2^15: SRTP (rtp.py)
         self._ts0 = random.getrandbits(32)
         self._first_tick: int | None = None
         self._last_rx = time.monotonic()
@@ -874,7 +874,7 @@ class MediaEngine:
         step = stream.step if stream is not None else FRAME
         header = ep._sender.next_header(ep._ts0 + (self._tick_index - ep._first_tick) * step)
         try:
-            ep._sock.sendto(bytes(header[:HEADER_SIZE]) + payload, ep._dest)
+            ep._sendto(bytes(header[:HEADER_SIZE]) + payload, ep._dest)  # SRTP hook: protects when set
             self.stats.packets_out += 1
         except OSError:
             self.stats.send_errors += 1

@@ -6,6 +6,7 @@ preallocated packet buffer and rewrites seq/timestamp in place.
 
 from __future__ import annotations
 
+import random
 import struct
 from typing import NamedTuple
 
@@ -65,6 +66,20 @@ def payload_bounds(buf, n: int, b0: int) -> tuple[int, int] | None:
 def build(payload_type: int, seq: int, timestamp: int, ssrc: int, payload: bytes = b"", marker: bool = False) -> bytes:
     """One RTP packet as bytes (tests and tools; the sender uses RtpSender)."""
     return RTP_HEADER.pack(0x80, (0x80 if marker else 0) | payload_type, seq & 0xFFFF, timestamp & 0xFFFFFFFF, ssrc) + bytes(payload)
+
+
+def initial_seq() -> int:
+    """A stream's random first sequence number, in the lower half of the
+    space (0..32767), as WebRTC picks it. SRTP needs it (issue 12): a
+    receiver takes the rollover counter to be 0 at the first packet it
+    hears (RFC 3711 3.3.1), and a call may first hear us many packets late
+    (until we latch onto its RTP we send to its SDP address, unreachable
+    behind NAT; the load kit's generator joins seconds after the answer).
+    Started near 65535, the sequence number would wrap unheard, we would
+    protect with ROC 1, and every packet of the call would fail
+    authentication at the phone. From below 2^15 no wrap comes for 32,768
+    packets (11 minutes). RFC 3550 asks only for a random start."""
+    return random.getrandbits(15)
 
 
 class RtpSender:

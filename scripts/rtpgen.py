@@ -17,7 +17,11 @@ every call that room_join_rtpgen.xml logs ("join <port>" .. "bye <port>");
 scripts/sipp/room_join_rtpgen_srtp.xml): SRTP, AES_CM_128_HMAC_SHA1_80,
 protected with the scenario's fixed offer key (``SRTP_OFFER_KEY``) and
 unprotected with each call's answer key ("join <port> <key>"); packets that
-fail to unprotect are counted as ``srtp_failures``, not as received.
+fail to unprotect are counted as ``srtp_failures``, not as received, and per
+server port in ``srtp_failed_ports`` with the first bad packet's sequence
+number and a verdict (``diagnose_srtp_failure``: "roc+1" when the stream
+wrapped before we heard it). ``first_rx``: wall time and sequence number of
+each call's first packet back.
 ``--codec g722|opus`` sends that codec instead of A-law: the same speech,
 upsampled and encoded *once at start* by PyAV into a loop of packets
 (encoding per packet would measure the generator); ``--talkers N``: only the
@@ -84,6 +88,44 @@ def _srtp_session(key: bytes, *, outbound: bool):
     policy = Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND if outbound else Policy.SSRC_ANY_INBOUND,
                     srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80)
     return Session(policy)
+
+
+def diagnose_srtp_failure(packet: bytes, key: bytes) -> str:
+    """Why an SRTP packet protected with ``key`` (AES_CM_128_HMAC_SHA1_80)
+    fails to unprotect in a fresh inbound session, for the report (never on
+    the hot path). A receiver that first hears a stream assumes its rollover
+    counter (ROC) is 0 (RFC 3711 3.3.1); if the sender's sequence number
+    wrapped past 65535 before that first packet arrived, the sender's ROC
+    is 1 and every packet fails authentication for the rest of the call.
+    Test it: prime a fresh session with a packet of the same SSRC at
+    sequence 65535 (made with the same key), so that libsrtp guesses ROC 1
+    for the small sequence number that follows.
+
+    Returns "ok" (it unprotects: the failure was transient, e.g. a replay),
+    "roc+1" (it authenticates only with the rollover counter one higher),
+    "short", or "bad key or corrupt" (neither)."""
+    from pylibsrtp import Error
+    if len(packet) < 12 + 10:
+        return "short"
+    try:
+        _srtp_session(key, outbound=False).unprotect(packet)
+        return "ok"
+    except Error:
+        pass
+    ssrc = packet[8:12]
+    seq = struct.unpack_from("!H", packet, 2)[0]
+    if seq < 0x7FFF:  # libsrtp guesses ROC+1 below 65535 - 2^15
+        primer = bytearray(12 + FRAME)
+        struct.pack_into("!BBHI", primer, 0, 0x80, packet[1] & 0x7F, 0xFFFF, 0)
+        primer[8:12] = ssrc
+        rx = _srtp_session(key, outbound=False)
+        rx.unprotect(_srtp_session(key, outbound=True).protect(bytes(primer)))
+        try:
+            rx.unprotect(packet)
+            return "roc+1"
+        except Error:
+            pass
+    return "bad key or corrupt"
 
 
 #: (payload type, RTP timestamp units per 20 ms) per codec
@@ -162,7 +204,10 @@ class RtpGenerator:
         self.srtp = srtp
         self._srtp_tx = _srtp_session(SRTP_OFFER_KEY, outbound=True) if srtp else None
         self._srtp_rx: dict[int, object] = {}  # server port -> inbound session
+        self._srtp_keys: dict[int, bytes] = {}  # server port -> its answer key (for the diagnosis)
         self.srtp_failures = 0
+        self.srtp_failed_ports: dict[int, int] = {}  # server port -> packets that failed to unprotect
+        self._srtp_first_bad: dict[int, bytes] = {}  # server port -> its first failing packet
         speech = audio if audio is not None else speech_alaw()
         if codec == "pcma":
             frames = frames_of(speech)
@@ -190,6 +235,8 @@ class RtpGenerator:
         self._started = 0                            # calls that have started streaming
         self._talking: set[int] = set()              # ports that send speech
         self.t0 = time.monotonic()
+        self.t0_wall = time.time()
+        self.first_rx: dict[int, tuple[float, int]] = {}  # port -> (wall time, RTP seq) of its first packet back
         self.bins: dict[int, list[int]] = {}         # port -> packets received in each second since t0
         self.sent_bins: list[int] = []               # packets sent in each second since t0
         self.cpu_bins: list[float] = []              # own CPU seconds used in each second since t0
@@ -211,6 +258,7 @@ class RtpGenerator:
             if key is None:
                 raise ValueError(f"SRTP: no key for port {port}")
             self._srtp_rx[port] = _srtp_session(key, outbound=False)
+            self._srtp_keys[port] = key
         self._pending.append((time.monotonic() + (self.start_delay if delay is None else delay), port))
 
     def remove(self, port: int) -> None:
@@ -310,12 +358,13 @@ class RtpGenerator:
                                 try:
                                     session.unprotect(bytes(rxbuf[:n]))
                                 except Exception:  # pylibsrtp.Error, or no session for that port
-                                    self.srtp_failures += 1
+                                    self._srtp_failed(addr[1], rxbuf[:n])
                                     continue
                             got += 1
                             b = bins.get(addr[1])
-                            if b is None:
+                            if b is None:  # the call's first packet back (once per call)
                                 b = bins[addr[1]] = []
+                                self.first_rx[addr[1]] = (time.time(), struct.unpack_from("!H", rxbuf, 2)[0])
                             if len(b) <= second:
                                 b.extend([0] * (second + 1 - len(b)))
                             b[second] += 1
@@ -377,10 +426,33 @@ class RtpGenerator:
             self._bin(cpu_bins, second)[second] += cpu_now - cpu_before
         return self.report()
 
+    def _srtp_failed(self, port: int, packet) -> None:
+        """Count a packet that did not unprotect, per server port (the
+        report names the failing calls), and keep each port's first one."""
+        self.srtp_failures += 1
+        self.srtp_failed_ports[port] = self.srtp_failed_ports.get(port, 0) + 1
+        if port not in self._srtp_first_bad:
+            self._srtp_first_bad[port] = bytes(packet)
+
+    def srtp_diagnosis(self) -> dict[str, dict]:
+        """Per failing server port: packets failed, the first bad packet's
+        SSRC and sequence number, and ``diagnose_srtp_failure``'s verdict."""
+        out = {}
+        for port, count in sorted(self.srtp_failed_ports.items()):
+            packet = self._srtp_first_bad[port]
+            key = self._srtp_keys.get(port)
+            seq, ssrc = struct.unpack_from("!HI", packet, 2) if len(packet) >= 12 else (None, None)
+            out[str(port)] = {"failed": count, "received": sum(self.bins.get(port, ())),
+                              "first_bad_seq": seq, "ssrc": ssrc,
+                              "verdict": diagnose_srtp_failure(packet, key) if key else "no key for this port"}
+        return out
+
     def report(self) -> dict:
-        return {"t0": self.t0, "local": list(self.local), "sent": self.sent, "received": self.received,
+        return {"t0": self.t0, "t0_wall": self.t0_wall,
+                "first_rx": {str(k): list(v) for k, v in self.first_rx.items()}, "local": list(self.local), "sent": self.sent, "received": self.received,
                 "send_errors": self.send_errors, "late_rounds": self.late_rounds,
                 "max_round_late": self.max_round_late, "srtp": self.srtp, "srtp_failures": self.srtp_failures,
+                "srtp_failed_ports": self.srtp_diagnosis() if self.srtp else {},
                 "cpu_bins": self.cpu_bins, "sent_bins": self.sent_bins,
                 "bins": {str(k): v for k, v in self.bins.items()},
                 "joined": {str(k): v for k, v in self.joined.items()},

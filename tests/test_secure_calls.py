@@ -364,3 +364,51 @@ def test_tls_old_versions_refused_and_sighup_reloads_the_certificate(secure_serv
         assert phone.options().status == 200  # the old connection keeps working
     finally:
         phone.close()
+
+
+def test_srtp_streams_start_in_the_lower_half_of_the_sequence_space(secure_server):
+    """Issue 12: in `loadtest -n 500 --srtp` 5 calls got no audio back, every
+    packet failing to unprotect. A receiver takes the rollover counter (ROC)
+    to be 0 at the first packet it hears (RFC 3711 3.3.1); a call hears us
+    only once we latch onto its RTP (until then we send to the SDP address:
+    SIPp's port in the load kit, a private address behind NAT), so when our
+    random first sequence number was within that many packets of 65535 the
+    wrap happened unheard, we protected with ROC 1, and the phone failed
+    authentication on every packet of the call. Our streams now start below
+    2^15 (as WebRTC's do): 32,768 packets (11 min) before any wrap.
+
+    Each phone here hears the stream from (about) its first packet. Without
+    the fix a first sequence number is in the upper half with p = 1/2, so
+    this fails with p = 1 - 2^-16 over 16 calls; the margin (250 packets,
+    5 s) covers packets sent before the phone had read our answer's key."""
+    firsts = []
+    for _ in range(16):
+        phone = SecurePhone(("127.0.0.1", secure_server.sip_port), tls=False, user="102",
+                            password=PASSWORDS["102"])
+        try:
+            assert phone.call("800").status == 200
+            assert phone.wait_for_rtp(3, timeout=3), "no SRTP from the server"
+            with phone._rx_lock:
+                firsts.append(phone.rtp_headers[0].seq)
+            assert phone.srtp_failures == 0
+        finally:
+            phone.close()
+    assert all(seq < 0x8000 + 250 for seq in firsts), f"first sequence numbers: {firsts}"
+
+
+def test_srtp_wideband_call_sends_protected_packets(secure_server):
+    """A G.722 call (the wideband path, engine._wide_send) with SRTP: what
+    the server sends must be protected like a G.711 call's. It went out as
+    plain RTP, which the phone cannot authenticate: no audio at all."""
+    phone = SecurePhone(("127.0.0.1", secure_server.sip_port), tls=False, user="102",
+                        password=PASSWORDS["102"], codecs=("G722",))
+    try:
+        answer = phone.call("800")
+        assert answer.status == 200 and phone.srtp_suite == "AES_CM_128_HMAC_SHA1_80"
+        assert " 9" in answer.body.decode().split("m=audio", 1)[1].split("\r\n", 1)[0]  # G.722 answered
+        assert phone.wait_for_rtp(25, timeout=3), f"{phone.srtp_failures} SRTP packets failed to unprotect"
+        assert phone.srtp_failures == 0
+        with phone._rx_lock:
+            assert {h.pt for h in phone.rtp_headers} == {9}
+    finally:
+        phone.close()
