@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -21,6 +22,10 @@ from ..controls import ConferenceControls, Controls, ControlsError
 log = logging.getLogger("sipconf.admin")
 
 BODY_TIMEOUT_S = 10.0  # a request body must arrive within this long (slow-body clients)
+#: /api/rooms is built room by room in slices of at most this long, each
+#: right after a mixer tick: a console polling 1,000 participants must not
+#: spend the few milliseconds between two ticks on one JSON document
+ROOMS_SLICE_S = 0.002
 
 
 @dataclass
@@ -90,10 +95,18 @@ class Api:
                       "participants": b.participants(), "registrations": b.registrations()})
 
     async def rooms(self, request: web.Request) -> web.Response:
-        if self.backend.quiet_moment is not None:
-            await self.backend.quiet_moment()  # build the list in the slack right after a tick
-        controls = self.backend.controls()
-        return _json({"rooms": [self._room(room, controls) for room in self.backend.rooms()]})
+        """Every room; each room's state is taken as a whole, right after a
+        tick (rooms listed in separate slices may be a tick or two apart)."""
+        quiet_moment = self.backend.quiet_moment
+        parts: list[str] = []
+        slice_start = None
+        for room in self.backend.rooms():
+            if quiet_moment is not None and (slice_start is None
+                                             or time.perf_counter() - slice_start > ROOMS_SLICE_S):
+                await quiet_moment()  # the slack right after a tick
+                slice_start = time.perf_counter()
+            parts.append(json.dumps(self._room(room, self.backend.controls()), separators=(",", ":")))
+        return web.Response(text='{"rooms":[' + ",".join(parts) + "]}", content_type="application/json")
 
     @staticmethod
     def _room(room: RoomConfig, controls: Controls | None) -> dict:
