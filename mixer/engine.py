@@ -49,7 +49,7 @@ RTCP_READS = 16  # RTCP datagrams read per event-loop callback (the rest on the 
 #: talk changes handed to ``on_talk`` per event-loop callback: a tick where
 #: hundreds of participants start or stop talking at once is reported over
 #: several callbacks, so the next tick's timer is not held up behind them
-TALK_REPORT_CHUNK = 64
+TALK_REPORT_CHUNK = 16
 HOUSEKEEPING_TICKS = 5  # rtp timeout / stale DTMF checks every 100 ms
 _RX_SIZE = 2048
 _FAST_SIZE = HEADER_SIZE + FRAME  # the datagram of the receive fast path
