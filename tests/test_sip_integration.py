@@ -13,7 +13,7 @@ import time
 import pytest
 
 from phone import TestPhone
-from support import REPO, SIPP, ServerProcess, free_port, free_rtp_range, office_config, options_ping, run_sipp
+from support import REPO, SIPP, ServerProcess, free_port, free_rtp_range, office_config, options_ping, run_sipp, wait_until
 
 pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
 
@@ -53,7 +53,9 @@ def test_call_from_authenticated_extension(demo_server, tmp_path):
     log = demo_server.log()
     call_ids = re.findall(r"call (\S+): new call from 101 \(extension 101", log)
     assert call_ids, log
-    assert f"call {call_ids[-1]}: ended: caller hung up (BYE)" in log
+    # the 200 to the BYE leaves before the line is written: wait for it
+    ended = f"call {call_ids[-1]}: ended: caller hung up (BYE)"
+    assert wait_until(lambda: ended in demo_server.log(), 5), demo_server.log()
 
 
 def test_call_from_trunk_source_needs_no_auth(demo_server, tmp_path):
@@ -82,7 +84,7 @@ def test_cancel_while_ringing_gets_487(make_server, tmp_path):
     result = run_sipp(tmp_path, "cancel.xml", server.sip_port, timeout=20, local_ip="127.0.0.2",
                       service="800", variables={"caller": "+33611223344"})
     assert result.returncode == 0 and result.successful == 1, result.errors()
-    assert "cancelled by caller" in server.log()
+    assert wait_until(lambda: "cancelled by caller" in server.log(), 5), server.log()
 
 
 DEMO_TRUNK_AND_ROOM = office_config(extensions=("101",))
