@@ -128,7 +128,7 @@ class RtpEndpoint(PromptPlayer):
         "_variants", "jitter", "dtmf", "_sender", "_ts0", "_first_tick", "_last_rx", "_timed_out",
         "_prompt", "_prompt_pos", "_prompt_done", "dropped", "_fd", "_stream", "_wide", "_rtcp_junk_logged",
         "_sendto", "srtp",  # SRTP hook: mixer/srtp.py replaces _recv_into/_sendto once per call
-        "_conn", "_conn_recv",  # the socket connected to the latched address (MediaEngine._connect)
+        "_conn", "_conn_recv", "_conn_send",  # the socket connected to the latched address (_connect_latched)
         "beep_end", "muted", "talking", "inband",
     )
 
@@ -146,6 +146,7 @@ class RtpEndpoint(PromptPlayer):
         self.srtp = None  # mixer.srtp.SrtpStream when the call uses SRTP
         self._conn: socket.socket | None = None
         self._conn_recv = None
+        self._conn_send = None
         self.on_digit = on_digit
         self.on_timeout = on_timeout
         self.rtp_timeout = rtp_timeout
@@ -636,8 +637,8 @@ class MediaEngine:
         pending, self._to_connect = self._to_connect, []
         for ep in pending:
             addr = ep._latched
-            if ep.closed or addr is None or ep.srtp is not None or ep._conn is not None:
-                continue  # SRTP keeps its wrapped receive/send on the first socket
+            if ep.closed or addr is None or ep._conn is not None:
+                continue
             first = ep._sock
             local = first.getsockname()
             s = socket.socket(first.family, socket.SOCK_DGRAM)
@@ -662,8 +663,16 @@ class MediaEngine:
                     log.warning("RTP port %d: no connected socket (%s); calls use the unconnected path "
                                 "(logged once)", local[1], e)
                 continue
+            srtp = ep.srtp
             ep._conn = s
-            ep._conn_recv = s.recv_into
+            if srtp is None:
+                ep._conn_recv = s.recv_into
+                ep._conn_send = s.send
+                recvfrom_into = s.recvfrom_into
+            else:  # SRTP (mixer/srtp.py): unprotect/protect around the connected socket
+                ep._conn_recv = srtp.connected_receiver(s.recv_into, self._rxbuf)
+                ep._conn_send = srtp.connected_sender(s.send)
+                recvfrom_into = srtp.receiver(s.recvfrom_into, self._rxbuf)
             self._by_conn[s.fileno()] = ep
             self._sends_dirty = True
             # Between bind and connect the new socket was an unconnected
@@ -671,7 +680,7 @@ class MediaEngine:
             # source's datagram: read those with their real address.
             for _ in range(JUNK_SKIP):
                 try:
-                    n, src = s.recvfrom_into(self._rxbuf)
+                    n, src = recvfrom_into(self._rxbuf)
                 except OSError:
                     break
                 self.stats.packets_in += 1
@@ -680,11 +689,18 @@ class MediaEngine:
                 if ep._conn is not s:  # that datagram moved the latch: this socket is gone
                     break
 
+    def _reconnect(self, ep: RtpEndpoint) -> None:
+        """New receive/send functions (SRTP on or off): a new connected socket
+        with them at the next tick."""
+        if ep._conn is not None:
+            self._disconnect(ep)
+            self._to_connect.append(ep)
+
     def _disconnect(self, ep: RtpEndpoint) -> None:
         s = ep._conn
         if s is None:
             return
-        ep._conn = ep._conn_recv = None
+        ep._conn = ep._conn_recv = ep._conn_send = None
         self._by_conn.pop(s.fileno(), None)
         try:
             self._rx_poll.unregister(s.fileno())
@@ -940,7 +956,7 @@ class MediaEngine:
             if dest is None or ep.on_hold:
                 unsent.append(row)
             elif ep._conn is not None:
-                conn_sends.append((ep._conn.send, views[row]))  # connected to dest
+                conn_sends.append((ep._conn_send, views[row]))  # connected to dest (SRTP: protects)
             else:
                 sends.append((ep._sendto, views[row], dest))  # SRTP hook: protects when set
         self._sends = sends

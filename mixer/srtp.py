@@ -85,9 +85,9 @@ class SrtpStream:
         its send function protects, and SRTCP is checked. Attaching a new
         stream (re-INVITE with a new key) replaces the old one."""
         sock: socket.socket = endpoint._sock
-        # SRTP is read and sent on the first socket only: a connected socket
-        # (engine._connect_latched) would hand the fast path protected bytes
-        endpoint._engine._disconnect(endpoint)
+        # a connected socket (engine._connect_latched) is made again with
+        # this stream's functions around it
+        endpoint._engine._reconnect(endpoint)
         endpoint._recv_into = self.receiver(sock.recvfrom_into, endpoint._rxbuf)
         endpoint._sendto = self.sender(sock.sendto)
         endpoint.srtp = self
@@ -107,8 +107,7 @@ class SrtpStream:
         endpoint._sendto = sock.sendto
         endpoint.srtp = None
         endpoint._engine._sends_dirty = True
-        if endpoint._latched is not None:  # plain again: the connected socket can come back
-            endpoint._engine._to_connect.append(endpoint)
+        endpoint._engine._reconnect(endpoint)  # plain functions on the connected socket
         rtcp = endpoint._rtcp
         try:
             endpoint._loop.remove_reader(rtcp.fileno())
@@ -139,6 +138,42 @@ class SrtpStream:
             raise BlockingIOError("only bad SRTP packets")
 
         return recv_into
+
+    def connected_receiver(self, recv_into: Callable, buf: bytearray) -> Callable:
+        """``receiver`` for a socket connected to the phone: a ``recv_into(buf)``
+        stand-in returning the unprotected length."""
+        cbuf = ffi.from_buffer(buf)
+        length = ffi.new("int *")
+        unprotect = lib.srtp_unprotect
+        session = self._rx._srtp[0]
+        counters = self.counters
+
+        def recv(_buf) -> int:
+            for _ in range(_SKIP):
+                n = recv_into(buf)
+                length[0] = n
+                if n >= 12 and unprotect(session, cbuf, length) == _OK:
+                    return length[0]
+                counters.dropped += 1
+            raise BlockingIOError("only bad SRTP packets")
+
+        return recv
+
+    def connected_sender(self, send: Callable) -> Callable:
+        """``sender`` for a connected socket: ``send(packet)`` protected."""
+        txbuf, txmv, txc, length = self._txbuf, self._txmv, self._txc, self._len
+        protect = lib.srtp_protect
+        session = self._tx._srtp[0]
+
+        def send_protected(packet) -> int:
+            n = len(packet)
+            txbuf[:n] = packet
+            length[0] = n
+            if protect(session, txc, length) != _OK:
+                raise OSError("SRTP protect failed")
+            return send(txmv[:length[0]])
+
+        return send_protected
 
     def sender(self, sendto: Callable) -> Callable:
         """A ``sendto(packet, dest)`` stand-in that sends the packet protected."""

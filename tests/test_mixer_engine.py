@@ -194,3 +194,56 @@ async def test_connected_socket_follows_the_latch_and_the_port_stays_exclusive()
         await engine.close()
         for s in (phone, third, moved, other):
             s.close()
+
+
+async def test_srtp_call_on_the_connected_socket_unprotects_protects_and_drops_tampered():
+    """An SRTP call gets the connected socket too, with the SRTP functions
+    around it: its audio is heard, what it receives unprotects with the
+    answer's key, and a tampered packet is dropped and counted."""
+    import os
+
+    from pylibsrtp import Policy, Session
+
+    from mixer.srtp import SrtpCounters, SrtpStream
+
+    phone_key, our_key = os.urandom(30), os.urandom(30)
+    engine = MediaEngine("127.0.0.1")
+    engine.start()
+    phone, other = udp(), udp()
+    counters = SrtpCounters()
+    try:
+        ep = engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
+                                  remote=phone.getsockname(), on_digit=lambda d: None, rtp_timeout=30,
+                                  on_timeout=lambda: None)
+        SrtpStream("AES_CM_128_HMAC_SHA1_80", phone_key, our_key, counters).attach(ep)
+        ep_other = engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
+                                        remote=other.getsockname(), on_digit=lambda d: None, rtp_timeout=30,
+                                        on_timeout=lambda: None)
+        conf = engine.new_conference()
+        conf.add(ep)
+        conf.add(ep_other)
+        tx = Session(Policy(key=phone_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+        rx = Session(Policy(key=our_key, ssrc_type=Policy.SSRC_ANY_INBOUND))
+        port = ("127.0.0.1", ep.local_port)
+        other_port = ("127.0.0.1", ep_other.local_port)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i in range(40):
+            packet = tx.protect(rtp.build(0, i, i * 160, 0xA, codecs.encode(tone(440, 160, i * 160), "PCMU")))
+            if i == 30:  # a tampered copy first: dropped, the real one still counts
+                phone.sendto(packet[:20] + bytes([packet[20] ^ 0xFF]) + packet[21:], port)
+            phone.sendto(packet, port)
+            other.sendto(rtp.build(0, i, i * 160, 0x99, codecs.encode(np.zeros(160, np.int16), "PCMU")), other_port)
+            await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - loop.time()))
+        assert ep._conn is not None and ep._conn.getpeername() == phone.getsockname()
+        assert counters.dropped == 1
+        heard = np.concatenate([codecs.decode(raw[12:], "PCMU") for raw in drain(other)])
+        assert band_energy(heard[1600:], 440) > 1e6
+        back = drain(phone)
+        assert len(back) >= 20
+        plain = [rx.unprotect(p) for p in back]  # raises if any is not protected with our key
+        assert all(p[0] == 0x80 for p in plain)
+    finally:
+        await engine.close()
+        phone.close()
+        other.close()
