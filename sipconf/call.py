@@ -195,6 +195,8 @@ class Call:
         # holds the flow's frames and so this call: not held here, the call
         # is freed by reference counting, not by the cyclic GC (issue 15).
         self.task = None
+        if self.digits is not None:
+            self.digits.close()  # a flow whose cancellation was lost stops at its next prompt or digit
         self.leave_conference()
         if self.endpoint is not None:
             self.endpoint.close()
