@@ -191,6 +191,12 @@ class Call:
         current = asyncio.current_task() if _loop_running() else None
         if self.task is not None and self.task is not current and not self.task.done():
             self.task.cancel()
+        # A cancelled flow's task keeps its CancelledError, whose traceback
+        # holds the flow's frames and so this call: not held here, the call
+        # is freed by reference counting, not by the cyclic GC (issue 15).
+        self.task = None
+        if self.digits is not None:
+            self.digits.close()  # a flow whose cancellation was lost stops at its next prompt or digit
         self.leave_conference()
         if self.endpoint is not None:
             self.endpoint.close()

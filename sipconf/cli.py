@@ -131,8 +131,10 @@ def _reload(server, read_config: Callable[[], Config] | None, path: str | None) 
 
 async def _serve_until_signal(config: Config, read_config: Callable[[], Config] | None = None,
                               path: str | None = None) -> int:
+    from .memtrace import install as install_memtrace
     from .server import SipServer
 
+    install_memtrace(asyncio.get_running_loop())  # SIPCONF_TRACEMALLOC=N: snapshots on SIGUSR2
     server = SipServer(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

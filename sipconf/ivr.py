@@ -29,6 +29,7 @@ class PromptSink(Protocol):
 
 _PROMPT_DONE = "prompt-done"
 _DIGIT = "digit"
+_CLOSED = "closed"
 
 
 class DigitCollector:
@@ -43,6 +44,26 @@ class DigitCollector:
         self.first_digit_timeout = first_digit_timeout
         self._events: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
         self._generation = 0
+        self.closed = False
+        self._saying: asyncio.Future | None = None
+
+    def close(self) -> None:
+        """The call ended: a prompt or question in progress, and any later
+        one, raises CancelledError. The flow's task is cancelled too, but on
+        Python 3.11 ``asyncio.wait_for`` loses a cancellation that lands as
+        its inner get() completes (a typed-ahead digit was waiting): under
+        load the flow of a call hung up went on with its queued digits,
+        then waited forever for a prompt on the closed endpoint (issue 15)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._events.put_nowait((_CLOSED, None))
+        if self._saying is not None and not self._saying.done():
+            self._saying.cancel()
+
+    def _check(self) -> None:
+        if self.closed:
+            raise asyncio.CancelledError("call ended")
 
     def feed(self, digit: str) -> None:
         if digit in VALID_DIGITS:
@@ -50,13 +71,16 @@ class DigitCollector:
 
     async def say(self, pcm) -> None:
         """Play a prompt to its end (digits typed meanwhile stay queued)."""
-        done = asyncio.get_running_loop().create_future()
+        self._check()
+        done = self._saying = asyncio.get_running_loop().create_future()
         self.endpoint.play(pcm, lambda: done.done() or done.set_result(None))
         try:
             await done
         finally:
-            if not done.done():
+            self._saying = None
+            if not done.done() or done.cancelled():
                 self.endpoint.stop_playback()
+        self._check()
 
     async def ask(self, pcm) -> str | None:
         """Play ``pcm`` and collect digits up to ``#`` (or the inter-digit timeout).
@@ -64,6 +88,7 @@ class DigitCollector:
         ``*`` clears what was typed. Returns the digits without ``#``, or None
         when nothing at all was typed.
         """
+        self._check()
         self._generation += 1
         generation = self._generation
         self.endpoint.play(pcm, lambda: self._events.put_nowait((_PROMPT_DONE, generation)))
@@ -78,7 +103,9 @@ class DigitCollector:
                 try:
                     kind, value = await asyncio.wait_for(self._events.get(), timeout)
                 except asyncio.TimeoutError:
+                    self._check()
                     return typed or None
+                self._check()  # the call ended (woken by _CLOSED, or a digit queued before it)
                 if kind == _PROMPT_DONE:
                     if value == generation:
                         prompt_running = False

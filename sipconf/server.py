@@ -624,6 +624,7 @@ class SipServer:
                 )
             except OSError as error:
                 log.warning("RTP port %d unusable (%s); trying another", port, error)
+                self.ports.release(port)  # held by another program for now: back at the end of the queue
                 continue
             call.digits = DigitCollector(call.endpoint)
             self.calls[call.call_id] = call
