@@ -160,6 +160,10 @@ class PcmStream:
         return self.jitter.pop_into(out)
 
 
+def _drop_frame(_frame) -> None:
+    """A closed endpoint's on_frame."""
+
+
 class PcmEndpoint(PromptPlayer):
     """One PCM participant, attached to the engine (``MediaEngine.attach``).
 
@@ -244,6 +248,10 @@ class PcmEndpoint(PromptPlayer):
         if self.conference is not None:
             self.conference.remove(self)
         self._engine._forget(self)
+        # the owner (a browser session) holds us and these hold it: let it go
+        # by reference counting, not at the next full collection (issue 15)
+        self.on_frame = _drop_frame
+        self.on_timeout = None
 
     # -- engine callbacks -----------------------------------------------------------------
     def _safe_call(self, fn, *args) -> None:

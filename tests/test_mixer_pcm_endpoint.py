@@ -178,3 +178,38 @@ def test_fifo_prefill_underflow_and_drift():
     assert g.pop_into(out) == 0 and list(out) == [0] * 5 + [1] * 5
     g.skip(1)
     assert g.buffered == 0
+
+
+async def test_closed_pcm_participant_lets_its_owner_go_without_the_gc():
+    """A browser session holds its PcmEndpoint and gives it its own bound
+    methods: once closed, the endpoint drops them, so the session is freed
+    by reference counting (issue 15: no cycles left to the full collections)."""
+    import gc
+    import weakref
+
+    class Session:
+        def __init__(self, engine: MediaEngine) -> None:
+            self.frames = 0
+            self.endpoint = PcmEndpoint(engine, self.on_frame, timeout=30, on_timeout=self.on_timeout)
+            engine.attach(self.endpoint)
+
+        def on_frame(self, frame) -> None:
+            self.frames += 1
+
+        def on_timeout(self) -> None:
+            pass
+
+    engine = MediaEngine("127.0.0.1")
+    engine.start()
+    gc.disable()
+    try:
+        session = Session(engine)
+        await asyncio.sleep(0.1)  # a few ticks in the engine
+        ref = weakref.ref(session)
+        session.endpoint.close()
+        del session
+        await asyncio.sleep(0.05)
+        assert ref() is None, [type(r).__name__ for r in gc.get_referrers(ref())]
+    finally:
+        gc.enable()
+        await engine.close()
