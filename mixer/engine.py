@@ -93,12 +93,12 @@ class Conference(_Conference):
 
 
 def _ignore(*_args) -> None:
-    """A closed endpoint's on_digit/on_timeout (a digit already scheduled may still come)."""
+    """A closed endpoint's callbacks (on_digit, on_timeout, on_frame): a call already scheduled may still come."""
 
 
 class PromptPlayer:
-    """Prompt playback shared by every endpoint kind (RTP phones and PCM
-    participants): the engine's tick reads ``_prompt``/``_prompt_pos`` of the
+    """Prompt playback and callbacks shared by every endpoint kind (RTP phones
+    and PCM participants): the engine's tick reads ``_prompt``/``_prompt_pos`` of the
     endpoints in ``engine._players`` and calls ``_prompt_done`` at the end."""
 
     __slots__ = ()
@@ -120,6 +120,17 @@ class PromptPlayer:
         self._prompt = None
         self._prompt_done = None
         self._engine._players.discard(self)
+
+    def _safe_call(self, fn, *args) -> None:
+        """A callback of this endpoint's owner, from the engine (prompt done,
+        digit, timeout): nothing once closed, and never an exception into
+        the media engine."""
+        if self.closed:
+            return
+        try:
+            fn(*args)
+        except Exception:  # a callback bug must not stop the media engine
+            log.exception("media callback %r failed", fn)
 
 
 class RtpEndpoint(PromptPlayer):
@@ -390,14 +401,6 @@ class RtpEndpoint(PromptPlayer):
         for d in digits:
             self._engine.stats.digits += 1
             self._loop.call_soon(self._safe_call, self.on_digit, d)
-
-    def _safe_call(self, fn, *args) -> None:
-        if self.closed:
-            return
-        try:
-            fn(*args)
-        except Exception:  # a callback bug must not stop the media engine
-            log.exception("media callback %r failed", fn)
 
     def _housekeeping(self, now: float) -> None:
         if self.dtmf.pending:

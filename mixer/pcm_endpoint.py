@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from .engine import PromptPlayer
+from .engine import PromptPlayer, _ignore
 from .opus import OpusEncoder
 from .wideband import OPUS_BITRATE, OPUS_COMPLEXITY
 
@@ -160,10 +160,6 @@ class PcmStream:
         return self.jitter.pop_into(out)
 
 
-def _drop_frame(_frame) -> None:
-    """A closed endpoint's on_frame."""
-
-
 class PcmEndpoint(PromptPlayer):
     """One PCM participant, attached to the engine (``MediaEngine.attach``).
 
@@ -250,18 +246,10 @@ class PcmEndpoint(PromptPlayer):
         self._engine._forget(self)
         # the owner (a browser session) holds us and these hold it: let it go
         # by reference counting, not at the next full collection (issue 15)
-        self.on_frame = _drop_frame
+        self.on_frame = _ignore
         self.on_timeout = None
 
-    # -- engine callbacks -----------------------------------------------------------------
-    def _safe_call(self, fn, *args) -> None:
-        if self.closed:
-            return
-        try:
-            fn(*args)
-        except Exception:  # a callback bug must not stop the media engine
-            log.exception("media callback %r failed", fn)
-
+    # -- engine callbacks (and PromptPlayer._safe_call) -----------------------------------
     def _housekeeping(self, now: float) -> None:
         if (self.timeout and not self._timed_out and self.on_timeout is not None
                 and now - self._last_feed >= self.timeout):
