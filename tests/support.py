@@ -288,3 +288,21 @@ def mutate(seed: bytes, edits) -> bytes:
         else:
             del data[pos:]
     return bytes(data)
+
+
+def run_loadtest(tmp_path, *args: str) -> tuple[str, dict, subprocess.CompletedProcess]:
+    """``scripts/loadtest ARGS --json --quiet`` into tmp_path/run: (its table,
+    its JSON result, the process). The functional checks must hold; the
+    targets (rate, CPU, lateness) depend on what else the shared machine
+    runs, so only their agreement with the exit status and the PASS line is
+    checked here."""
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "loadtest"), *args, "--json", "--quiet", "--timeout", "120",
+         "--python", sys.executable, "--out-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=180, cwd=REPO)
+    table, _, rest = completed.stdout.partition("\n{")
+    result = json.loads("{" + rest.splitlines()[0])
+    assert result["verdict"]["functional"], completed.stdout + completed.stderr
+    assert completed.returncode == (0 if result["verdict"]["pass"] else 1), completed.stdout
+    assert ("PASS" in completed.stdout) == result["verdict"]["pass"]
+    return table, result, completed

@@ -3,13 +3,13 @@ mixed with a G.711 RTP endpoint over real loopback sockets through the one
 mixer clock, and the FIFO's jitter/drift rules."""
 
 import asyncio
-import socket
 
 import numpy as np
 
 from mixer import codecs, rtp
 from mixer.engine import MediaEngine
 from mixer.pcm_endpoint import MAX_FRAMES, PREFILL_FRAMES, PcmEndpoint, PcmFifo
+from test_mixer_engine import drain, udp
 
 
 def tone(hz: float, n: int, start: int, rate: int, amp: float = 8000) -> np.ndarray:
@@ -24,22 +24,6 @@ def dominant_hz(pcm: np.ndarray, rate: int) -> float:
 
 def rms(pcm: np.ndarray) -> float:
     return float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) if len(pcm) else 0.0
-
-
-def udp() -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    s.setblocking(False)
-    return s
-
-
-def drain(s: socket.socket) -> list[bytes]:
-    out = []
-    while True:
-        try:
-            out.append(s.recv(2048))
-        except BlockingIOError:
-            return out
 
 
 async def _run(engine, phone_sock, ep_rtp, pcm_ep, ticks: int, *, phone_hz: float, pcm_hz: float):
