@@ -88,6 +88,7 @@ class BatchMixer:
         self.rx_flat = memoryview(self.rx.reshape(-1))
         self.variant = array("H", [DECODE_VARIANTS.shape[0] - 256] * n)  # muted
         self._variant_np = np.frombuffer(self.variant, dtype=np.uint16).reshape(n, 1) if n else np.zeros((0, 1), np.uint16)
+        self.variant_flat = self._variant_np.reshape(-1)  # ``variant`` as a writable 1-D array
         self._idx = np.zeros((n, FRAME), dtype=np.uint16)
         self._dec = np.zeros((n, FRAME), dtype=np.int32)
         self._out = np.zeros((n, FRAME), dtype=np.int32)

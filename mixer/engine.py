@@ -2,10 +2,13 @@
 
 Knows nothing of SIP. RTP is read at the start of each tick: one poll call
 (an epoll of every RTP socket, not the event loop's) finds the sockets with
-a datagram and each is read once per poll round, with only header checks
-plus a byte copy into the participant's jitter buffer: no event-loop callback
-per datagram and no EAGAIN exception per socket. All decoding/mixing/encoding
-happens once per tick for every participant at once (``conference.BatchMixer``).
+a datagram and each is read once per poll round: no event-loop callback per
+datagram and no EAGAIN exception per socket. A G.711 call's datagrams (once
+its source is latched and a socket connected to it) are read into a landing
+block and checked and placed in the jitter buffers of every participant
+together (``batch_jitter.BatchJitter``), and every participant's frame comes
+out of them together. All decoding/mixing/encoding happens once per tick for
+every participant at once (``conference.BatchMixer``).
 RTCP is read by an event-loop reader (a few packets a second): a well-formed
 packet from the call's peer counts as activity for the RTP timeout.
 """
@@ -30,7 +33,8 @@ from .codecs import MUTED_OFFSET, SILENCE_BYTE, VARIANT_OFFSETS, codec_index
 from .conference import BatchMixer, Conference as _Conference, make_beep
 from .dtmf import DtmfDetector
 from .inband_dtmf import FrameClassifier, InbandDtmf, windows_of
-from .jitter import FRAME, JitterBuffer
+from .batch_jitter import BatchJitter, RowJitter
+from .jitter import CONCEALED, FRAME
 from .rtcp import is_rtcp, same_host
 from .rtp import HEADER_SIZE, RTP_HEADER, RtpSender, TELEPHONE_EVENT, initial_seq
 from .wideband import WidebandMix, check_codec, wide_stream
@@ -53,6 +57,10 @@ TALK_REPORT_CHUNK = 16
 HOUSEKEEPING_TICKS = 5  # rtp timeout / stale DTMF checks every 100 ms
 _RX_SIZE = 2048
 _FAST_SIZE = HEADER_SIZE + FRAME  # the datagram of the receive fast path
+#: The RTP header of every datagram in the landing block (one per _RX_SIZE bytes).
+_LAND_HEADER = np.dtype({"names": ["b0", "b1", "seq", "ts", "ssrc"],
+                         "formats": ["u1", "u1", ">u2", ">u4", ">u4"],
+                         "offsets": [0, 1, 2, 4, 8], "itemsize": _RX_SIZE})
 #: Sample rate of every conference's mix (handed to recorders with each block).
 MIX_RATE = 8000
 #: Upper bounds (s) of the tick lateness/work histogram buckets (counts since start).
@@ -145,6 +153,7 @@ class RtpEndpoint(PromptPlayer):
         "_sendto", "srtp",  # SRTP hook: mixer/srtp.py replaces _recv_into/_sendto once per call
         "_conn", "_conn_recv", "_conn_send",  # the socket connected to the latched address (_connect_latched)
         "beep_end", "muted", "talking", "inband",
+        "_jid",  # G.711: this stream's row in the engine's BatchJitter (-1: G.722/Opus, own buffer)
     )
 
     def __init__(self, engine: "MediaEngine", rtp: socket.socket, rtcp: socket.socket, *, codec: str,
@@ -176,14 +185,15 @@ class RtpEndpoint(PromptPlayer):
         self.closed = False
         self.on_hold = False
         self._wide: WidebandMix | None = None  # set by the engine's layout
-        self._set_codec(codec)
+        self._jid = -1
+        self._audio_ssrc: int | None = None
         self.payload_type = payload_type
+        self._set_codec(codec)
         self.telephone_event_pt = -1 if telephone_event_pt is None else telephone_event_pt
         self.remote = remote
         self._dest = remote  # where we send: remote until latched
         self._latched: tuple | None = None
         self._latched_at = 0.0
-        self._audio_ssrc: int | None = None
         self.dtmf = DtmfDetector()
         self._sender = RtpSender(payload_type, random.getrandbits(32), initial_seq())  # below 2^15: SRTP (rtp.py)
         self._ts0 = random.getrandbits(32)
@@ -237,6 +247,7 @@ class RtpEndpoint(PromptPlayer):
             self._dest = remote
             self._engine._disconnect(self)
             self._engine._sends_dirty = True
+        self._sync_rx()
 
     def _set_codec(self, codec: str) -> None:
         """G.711 rows use the batch tables; G.722/Opus get their codec state
@@ -245,7 +256,36 @@ class RtpEndpoint(PromptPlayer):
         self._codec_i = codec_index(codec) if self._stream is None else 0
         self.codec = codec.upper()
         self._variants = VARIANT_OFFSETS[self._codec_i]
-        self.jitter = JitterBuffer(SILENCE_BYTE[self.codec]) if self._stream is None else self._stream.jitter
+        batch = self._engine._jitter
+        if self._jid >= 0:
+            batch.close(self._jid)
+            self._jid = -1
+        if self._stream is None:
+            self._jid = batch.open(SILENCE_BYTE[self.codec])
+            self.jitter = RowJitter(batch, self._jid)
+        else:
+            self.jitter = self._stream.jitter
+        self._sync_rx()
+        self._engine._route_conn(self)
+
+    def _sync_rx(self) -> None:
+        """What the batched receive checks a G.711 packet against (its payload
+        type, the stream's SSRC) into the BatchJitter's arrays."""
+        j = self._jid
+        if j >= 0:
+            batch = self._engine._jitter
+            batch.payload_type[j] = self.payload_type
+            batch.ssrc[j] = -1 if self._audio_ssrc is None else self._audio_ssrc
+
+    def _heard(self, own: float) -> float:
+        """The later of ``own`` (a time this endpoint kept) and the last packet
+        the batched receive placed for it (BatchJitter.heard)."""
+        j = self._jid
+        if j >= 0:
+            placed = float(self._engine._jitter.heard[j])
+            if placed > own:
+                return placed
+        return own
 
     def set_hold(self, on_hold: bool) -> None:
         if self.on_hold and not on_hold:
@@ -284,6 +324,9 @@ class RtpEndpoint(PromptPlayer):
         self._engine._disconnect(self)
         for s in (self._sock, self._rtcp):
             s.close()
+        if self._jid >= 0:
+            self._engine._jitter.close(self._jid)
+            self._jid = -1
         self._engine._forget(self)
 
     # -- receive --------------------------------------------------------------------------------
@@ -340,8 +383,8 @@ class RtpEndpoint(PromptPlayer):
 
     def _handle(self, n: int, addr, now: float) -> int:
         """Every check on a datagram just read into the shared buffer (the
-        general case; ``MediaEngine._receive_all`` inlines the common one):
-        1 when it was dropped, 0 when used."""
+        general case; ``MediaEngine._receive_all`` and ``_place_landed`` do
+        the common one for many at once): 1 when it was dropped, 0 when used."""
         buf = self._rxbuf
         if n < HEADER_SIZE:
             self.dropped += 1
@@ -372,7 +415,7 @@ class RtpEndpoint(PromptPlayer):
             self.dropped += 1
             return 1
         if addr != self._latched:
-            if self._latched is not None and now - self._latched_at < RELATCH_AFTER:
+            if self._latched is not None and now - self._heard(self._latched_at) < RELATCH_AFTER:
                 self.dropped += 1  # someone else while the latched source is alive
                 return 1
             self._latched = self._dest = addr
@@ -384,6 +427,7 @@ class RtpEndpoint(PromptPlayer):
                 if self._audio_ssrc is not None:
                     self.jitter.reset()  # a new stream replaces the old one (SPEC 5)
                 self._audio_ssrc = ssrc
+                self._sync_rx()
             if not self.jitter.put(ts, self._rxmv, start, end):
                 self.dropped += 1
                 return 1
@@ -407,7 +451,7 @@ class RtpEndpoint(PromptPlayer):
             d = self.dtmf.expire(now)
             if d:
                 self._emit_digits(d)
-        if not self._timed_out and not self.on_hold and now - self._last_rx >= self.rtp_timeout:
+        if not self._timed_out and not self.on_hold and now - self._heard(self._last_rx) >= self.rtp_timeout:
             self._timed_out = True
             self._loop.call_soon(self._safe_call, self.on_timeout)
 
@@ -441,8 +485,16 @@ class MediaEngine:
         self._inband_rows: list[tuple[int, RtpEndpoint]] = []
         self._inband_index = np.zeros(0, dtype=np.intp)
         self._mixer.contrib_hook = self._contributing
+        # the jitter buffers of every G.711 stream (RtpEndpoint._jid), popped
+        # for all rows at once each tick
+        self._jitter = BatchJitter()
         self._endpoints: list[RtpEndpoint] = []
         self._rows: list[RtpEndpoint] = []
+        self._row_jids = np.zeros(0, dtype=np.intp)
+        self._row_variants = np.zeros(0, dtype=np.uint16)  # (row, READY/CONCEALED/SILENT) flat
+        self._variant_base = np.zeros(0, dtype=np.intp)
+        self._hold_rows = np.zeros(0, dtype=np.intp)
+        self._beeping: list[RtpEndpoint] = []  # rows whose beep is sounding (set at each layout)
         self._players: set[RtpEndpoint] = set()
         self._dirty = True
         self._tick_waiters: list[asyncio.Future] = []
@@ -465,6 +517,14 @@ class MediaEngine:
         self._connect_failed_logged = False
         self._rxbuf = bytearray(_RX_SIZE)  # every RTP datagram is read here
         self._rxmv = memoryview(self._rxbuf)
+        # The connected sockets of G.711 streams read into a landing block,
+        # one datagram per row of it: per packet only the read and two
+        # appends; after the poll rounds all of them are checked and placed
+        # in their jitter buffers with a few array operations (_land).
+        self._land_get: dict[int, Callable] = {}  # connected fd -> its receive function
+        self._fd_jid = np.full(64, -1, dtype=np.intp)  # connected fd -> BatchJitter id
+        self._land_capacity = 0
+        self._set_landing(64)
         self._tick_index = 0
         self._group_of: dict[int, int] = {}
         self._groups: list[tuple[Conference, int]] = []  # conference -> its group of rows (mixer totals)
@@ -564,12 +624,15 @@ class MediaEngine:
 
     def _receive_all(self) -> None:
         """Poll rounds over every RTP socket, one datagram per ready socket per
-        round. The common case -- a 20 ms G.711 packet with a plain v2 header,
-        the audio PT, the current SSRC, from the latched address, landing in
-        time on a frame boundary of the jitter ring -- is handled right here
-        (one slice copy into the ring; what ``RtpEndpoint._handle`` and
-        ``JitterBuffer.put`` would do for it, without three calls per packet);
-        anything else goes through ``RtpEndpoint._handle``."""
+        round. A G.711 call's connected socket reads into the next row of the
+        landing block, and nothing else happens per packet: after the rounds
+        ``_place_landed`` checks and places all of them at once. Other sockets
+        (before latching, G.722/Opus) read into the shared buffer; there the
+        common case -- a 20 ms packet with a plain v2 header, the audio PT,
+        the current SSRC, from the latched address, landing in time on a frame
+        boundary of the jitter ring -- is handled right here (one slice copy
+        into the ring; what ``RtpEndpoint._handle`` and ``JitterBuffer.put``
+        would do for it); anything else goes through ``RtpEndpoint._handle``."""
         by_fd = self._by_fd
         if not by_fd:
             return
@@ -578,15 +641,32 @@ class MediaEngine:
         epoll = isinstance(self._rx_poll, getattr(select, "epoll", ()))
         get = by_fd.get
         conn_get = self._by_conn.get
+        land_get = self._land_get.get
+        views = self._land_views
+        capacity = self._land_capacity
+        fds: list[int] = []
+        lengths: list[int] = []
+        fds_append = fds.append
+        lengths_append = lengths.append
+        landed = 0
         buf = self._rxbuf
         payload = self._rxmv[HEADER_SIZE:_FAST_SIZE]
         unpack = RTP_HEADER.unpack_from
         n_in = dropped = 0
         for _ in range(RX_ROUNDS):
-            events = poll(0, len(by_fd) + 8) if epoll else poll(0)
+            events = poll(0, len(by_fd) + len(self._land_get) + 8) if epoll else poll(0)
             if not events:
                 break
             for fd, _mask in events:
+                recv = land_get(fd)
+                if recv is not None and landed < capacity:  # G.711, connected: checked after the rounds
+                    try:
+                        lengths_append(recv(views[landed]))
+                    except OSError:  # BlockingIOError, or an ICMP error reported on the socket
+                        continue
+                    fds_append(fd)
+                    landed += 1
+                    continue
                 ep = conn_get(fd)
                 if ep is not None:  # connected: from the latched address, by the kernel's choice
                     try:
@@ -603,7 +683,7 @@ class MediaEngine:
                     except OSError:  # BlockingIOError included: spurious readiness
                         continue
                 n_in += 1
-                if n == _FAST_SIZE and addr == ep._latched:
+                if n == _FAST_SIZE and addr == ep._latched and ep._jid < 0:  # G.722 in its JitterBuffer
                     b0, b1, _seq, ts, ssrc = unpack(buf)
                     if b0 == 0x80 and b1 == ep.payload_type and ssrc == ep._audio_ssrc:
                         jb = ep.jitter
@@ -628,6 +708,9 @@ class MediaEngine:
                     if r >= 0:
                         n_in += 1
                         dropped += r
+        if landed:
+            n_in += landed
+            dropped += self._place_landed(landed, fds, lengths, now)
         if n_in:
             stats = self.stats
             stats.packets_in += n_in
@@ -636,6 +719,66 @@ class MediaEngine:
             self._connect_latched(now)
 
     # -- connected sockets (see _by_conn) -------------------------------------------------------
+    def _set_landing(self, capacity: int) -> None:
+        """A landing block for ``capacity`` datagrams per tick (more go the
+        one-by-one way)."""
+        self._land = np.zeros((capacity, _RX_SIZE), dtype=np.uint8)
+        self._land_header = self._land.reshape(-1).view(_LAND_HEADER)
+        flat = memoryview(self._land.reshape(-1))
+        self._land_views = [flat[i * _RX_SIZE:(i + 1) * _RX_SIZE] for i in range(capacity)]
+        self._land_capacity = capacity
+
+    def _route_conn(self, ep: RtpEndpoint) -> None:
+        """A connected socket of a G.711 stream reads into the landing block;
+        of a G.722/Opus one, one by one (its own jitter buffer)."""
+        s = ep._conn
+        if s is None:
+            return
+        fd = s.fileno()
+        if ep._jid >= 0:
+            if fd >= len(self._fd_jid):
+                grown = np.full(max(2 * len(self._fd_jid), fd + 1), -1, dtype=np.intp)
+                grown[:len(self._fd_jid)] = self._fd_jid
+                self._fd_jid = grown
+            self._fd_jid[fd] = ep._jid
+            self._land_get[fd] = ep._conn_recv
+        else:
+            self._land_get.pop(fd, None)
+
+    def _place_landed(self, count: int, fds: list[int], lengths: list[int], now: float) -> int:
+        """The ``count`` datagrams of the landing block, in the order they
+        were read: the common ones (a whole 20 ms frame with the plain
+        header, the stream's payload type and SSRC, due within the ring) are
+        placed in their jitter buffers at once; every datagram of a stream
+        that had any other kind this tick goes through RtpEndpoint._handle,
+        in order. Returns how many were dropped."""
+        batch = self._jitter
+        ids = self._fd_jid[np.array(fds, dtype=np.intp)]
+        header = self._land_header[:count]
+        ts = header["ts"].astype(np.int64)
+        common = np.array(lengths, dtype=np.intp) == _FAST_SIZE
+        common &= header["b0"] == 0x80
+        common &= header["b1"] == batch.payload_type[ids]
+        common &= header["ssrc"] == batch.ssrc[ids]
+        common &= batch.fast(ids, ts)
+        if common.all():
+            batch.place(ids, ts, self._land[:count, HEADER_SIZE:_FAST_SIZE], now)
+            return 0
+        common &= ~np.isin(ids, ids[~common])
+        chosen = np.flatnonzero(common)
+        if len(chosen):
+            batch.place(ids[chosen], ts[chosen], self._land[chosen, HEADER_SIZE:_FAST_SIZE], now)
+        dropped = 0
+        buf, views, by_conn = self._rxbuf, self._land_views, self._by_conn
+        for i in np.flatnonzero(~common).tolist():
+            ep = by_conn.get(fds[i])
+            if ep is None or ep.closed:
+                continue
+            n = lengths[i]
+            buf[:n] = views[i][:n]
+            dropped += ep._handle(n, ep._latched, now)
+        return dropped
+
     def _latch_changed(self, ep: RtpEndpoint) -> None:
         """``ep`` latched on a new address: its sends change, and its
         connected socket (if any) belongs to the old address."""
@@ -686,6 +829,7 @@ class MediaEngine:
                 ep._conn_send = srtp.connected_sender(s.send)
                 recvfrom_into = srtp.receiver(s.recvfrom_into, self._rxbuf)
             self._by_conn[s.fileno()] = ep
+            self._route_conn(ep)
             self._sends_dirty = True
             # Between bind and connect the new socket was an unconnected
             # member of the port's group and may have been handed any
@@ -714,6 +858,7 @@ class MediaEngine:
             return
         ep._conn = ep._conn_recv = ep._conn_send = None
         self._by_conn.pop(s.fileno(), None)
+        self._land_get.pop(s.fileno(), None)
         try:
             self._rx_poll.unregister(s.fileno())
         except (KeyError, OSError, ValueError):
@@ -858,6 +1003,16 @@ class MediaEngine:
         self._groups = groups
         self._taps_dirty = True
         self._mixer.set_layout([ep._codec_i for ep in rows], sizes)
+        # per tick: every row's frame from its jitter buffer, and the decode
+        # variant of what came out (ready, concealed, silent) for its codec
+        self._row_jids = np.array([ep._jid for ep in rows], dtype=np.intp)
+        self._row_variants = np.array([ep._variants for ep in rows], dtype=np.uint16).reshape(-1)
+        self._variant_base = np.arange(len(rows), dtype=np.intp) * 3
+        self._variant_out = self._mixer.variant_flat
+        # a beep starts at a join or leave, which always brings a new layout
+        self._beeping = [ep for ep in rows if ep.beep_frame >= 0]
+        if self._land_capacity < 2 * len(self._endpoints) + 64:
+            self._set_landing(4 * len(self._endpoints) + 64)
         self._talk.set_rows([ep.talking for ep in rows])
         self._muted = np.array([ep.muted for ep in rows], dtype=bool)
         self._inband_rows = [(i, ep) for i, ep in enumerate(rows) if ep.inband is not None]
@@ -962,9 +1117,12 @@ class MediaEngine:
         sends = []
         conn_sends = []
         unsent = []
+        hold = []
         views = self._pk_views
         for row, ep in enumerate(self._rows):
             dest = ep._dest
+            if ep.on_hold:
+                hold.append(row)
             if dest is None or ep.on_hold:
                 unsent.append(row)
             elif ep._conn is not None:
@@ -974,6 +1132,7 @@ class MediaEngine:
         self._sends = sends
         self._conn_sends = conn_sends
         self._unsent = unsent
+        self._hold_rows = np.array(hold, dtype=np.intp)
         self._sends_dirty = False
 
     def _save_headers(self) -> None:
@@ -1019,8 +1178,10 @@ class MediaEngine:
         stats.ticks += 1
         if skipped:
             stats.ticks_skipped += skipped
+            self._jitter.skip_all(skipped)
             for ep in self._endpoints:
-                ep.jitter.skip(skipped)
+                if getattr(ep, "_jid", -1) < 0:  # G.722/Opus and PCM participants: their own buffers
+                    ep.jitter.skip(skipped)
         self._receive_all()
         self._tick_index = tick
         if self._dirty:
@@ -1032,24 +1193,32 @@ class MediaEngine:
         if not rows:
             self._housekeeping(tick)
             return
-        rx = mixer.rx_flat
-        variant = mixer.variant
+        if self._sends_dirty:
+            self._set_sends()  # also the rows on hold
+        status = self._jitter.pop(self._row_jids, mixer.rx)
+        variant = self._variant_out
+        np.take(self._row_variants, self._variant_base + status, out=variant, mode="clip")
+        if len(self._hold_rows):
+            variant[self._hold_rows] = MUTED_OFFSET
+        stats.frames_concealed += int(np.count_nonzero(status == CONCEALED))
         beep_rows: list[int] = []
         beep_idx: list[int] = []
-        concealed = 0
-        for row, ep in enumerate(rows):
-            st = ep.jitter.pop_into(rx, row * FRAME)
-            if st == 1:
-                concealed += 1
-            variant[row] = MUTED_OFFSET if ep.on_hold else ep._variants[st]
-            b = ep.beep_frame
-            if b >= 0:
+        if self._beeping:
+            sounding = []
+            for ep in self._beeping:
+                b = ep.beep_frame
+                if b < 0:
+                    continue
                 if not ep.on_hold:
-                    beep_rows.append(row)
+                    beep_rows.append(ep._row)
                     beep_idx.append(b)
                 b += 1
-                ep.beep_frame = b if b < ep.beep_end else -1
-        stats.frames_concealed += concealed
+                if b < ep.beep_end:
+                    ep.beep_frame = b
+                    sounding.append(ep)
+                else:
+                    ep.beep_frame = -1
+            self._beeping = sounding
         extra = []
         finished = []
         if self._players:

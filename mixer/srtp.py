@@ -140,20 +140,26 @@ class SrtpStream:
         return recv_into
 
     def connected_receiver(self, recv_into: Callable, buf: bytearray) -> Callable:
-        """``receiver`` for a socket connected to the phone: a ``recv_into(buf)``
+        """``receiver`` for a socket connected to the phone: a ``recv_into(target)``
         stand-in returning the unprotected length."""
         cbuf = ffi.from_buffer(buf)
+        bufmv = memoryview(buf)
         length = ffi.new("int *")
         unprotect = lib.srtp_unprotect
         session = self._rx._srtp[0]
         counters = self.counters
 
-        def recv(_buf) -> int:
+        def recv(target) -> int:
+            """Unprotected in ``buf``, then copied to ``target`` if that is
+            another buffer (the engine's landing block, MediaEngine._receive_all)."""
             for _ in range(_SKIP):
                 n = recv_into(buf)
                 length[0] = n
                 if n >= 12 and unprotect(session, cbuf, length) == _OK:
-                    return length[0]
+                    n = length[0]
+                    if target is not buf:
+                        target[:n] = bufmv[:n]
+                    return n
                 counters.dropped += 1
             raise BlockingIOError("only bad SRTP packets")
 
