@@ -247,3 +247,55 @@ async def test_srtp_call_on_the_connected_socket_unprotects_protects_and_drops_t
         await engine.close()
         phone.close()
         other.close()
+
+
+async def test_connected_g711_packets_are_placed_together_and_odd_ones_in_order():
+    """Once latched and connected, a G.711 call's packets are read into the
+    landing block and placed all at once (BatchJitter.place records when);
+    a stream with anything else in a tick -- telephone-event, a new SSRC --
+    has every packet of that tick handled one by one, in order: the digit
+    is reported, the new SSRC's audio is heard, the other call's audio never
+    stops."""
+    engine = MediaEngine("127.0.0.1")
+    engine.start()
+    a_sock, b_sock = udp(), udp()
+    digits: list[str] = []
+    try:
+        eps = [engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
+                                    remote=s.getsockname(), on_digit=digits.append, rtp_timeout=30,
+                                    on_timeout=lambda: None) for s in (a_sock, b_sock)]
+        conf = engine.new_conference()
+        for ep in eps:
+            conf.add(ep)
+        dst = [("127.0.0.1", ep.local_port) for ep in eps]
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        heard_b: list[bytes] = []
+        for i in range(60):
+            ssrc_a = 0xA if i < 40 else 0xAA  # a new stream from the same phone at 800 ms
+            a_sock.sendto(rtp.build(0, i, i * 160 + (0 if i < 40 else 50_000), ssrc_a,
+                                    codecs.encode(tone(440, 160, i * 160), "PCMU")), dst[0])
+            if i == 25:  # a keypad digit between two audio packets of the same tick
+                for j, end in enumerate((False, True, True, True)):
+                    a_sock.sendto(rtp.build(101, 1000 + j, 4000, ssrc_a, rtp.build_telephone_event(5, end, 160 * (j + 1)),
+                                            marker=j == 0), dst[0])
+            b_sock.sendto(rtp.build(0, i, i * 160, 0xB, codecs.encode(np.zeros(160, np.int16), "PCMU")), dst[1])
+            await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - loop.time()))
+            heard_b += drain(b_sock)
+            drain(a_sock)
+            if i == 20:
+                assert all(ep._conn is not None and ep._conn.fileno() in engine._land_get for ep in eps)
+                placed_at = [float(engine._jitter.heard[ep._jid]) for ep in eps]
+                assert all(t > 0 for t in placed_at)  # the batched path carries both calls
+        assert digits == ["5"]
+        assert int(engine._jitter.ssrc[eps[0]._jid]) == 0xAA
+        assert all(float(engine._jitter.heard[ep._jid]) > t for ep, t in zip(eps, placed_at))
+        pcm = np.concatenate([codecs.decode(raw[12:], "PCMU") for raw in heard_b])
+        # b hears a's tone before the digit, around it and after the new SSRC
+        for lo, hi in ((10, 24), (24, 38), (46, 58)):
+            part = pcm[lo * 160:hi * 160]
+            assert abs(dominant_hz(part) - 440) < 20 and band_energy(part, 440) > 1e6, (lo, hi)
+    finally:
+        await engine.close()
+        a_sock.close()
+        b_sock.close()
