@@ -659,7 +659,17 @@ class MediaEngine:
                 break
             for fd, _mask in events:
                 recv = land_get(fd)
-                if recv is not None and landed < capacity:  # G.711, connected: checked after the rounds
+                if recv is not None:  # G.711, connected: checked after the rounds
+                    if landed == capacity:
+                        # full (ticks missed: several datagrams per socket):
+                        # place these now, so that no datagram of a stream
+                        # is handled before an earlier one (a reordered
+                        # telephone-event would count a digit twice)
+                        n_in += landed
+                        dropped += self._place_landed(landed, fds, lengths, now)
+                        fds.clear()
+                        lengths.clear()
+                        landed = 0
                     try:
                         lengths_append(recv(views[landed]))
                     except OSError:  # BlockingIOError, or an ICMP error reported on the socket

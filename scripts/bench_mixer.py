@@ -2,9 +2,9 @@
 """Mix cost per 20 ms tick, without sockets.
 
 "mix" = batched decode + N-1 mix + beep + clip + encode (BatchMixer.mix);
-"tick" = mix plus the per-participant Python work of a real tick (jitter
-buffer pop, variant bookkeeping, RTP header packing and payload copy), still
-without any system call.
+"tick" = mix plus the rest of a real tick's work (every row's jitter pop
+from the batched buffers and its decode variant, RTP header packing and
+payload copy per participant), still without any system call.
 
 ``--codec g722|opus|mixed`` measures the general path instead: a
 ``wideband.WidebandMix`` tick per room of 10 (jitter pop, decode, rate-class
@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mixer import codecs  # noqa: E402
 from mixer.codecs import VARIANT_OFFSETS  # noqa: E402
 from mixer.conference import BatchMixer, make_beep  # noqa: E402
+from mixer.batch_jitter import BatchJitter  # noqa: E402
 from mixer.jitter import FRAME, JitterBuffer  # noqa: E402
 from mixer.rtp import HEADER_SIZE, RtpSender  # noqa: E402
 from mixer.talk import TalkDetector  # noqa: E402
@@ -58,19 +59,25 @@ def bench(n: int) -> tuple[float, float]:
         mixer.mix(beep_rows, [k % beep_n] * len(beep_rows))
     mix_us = (time.perf_counter() - t) / TICKS * 1e6
     # --- full tick work without I/O
-    jbs = [JitterBuffer(0xFF) for _ in range(n)]
+    jitter = BatchJitter(capacity=n)
+    ids = np.array([jitter.open(0xFF) for _ in range(n)], dtype=np.intp)
     senders = [RtpSender(c * 8, 1234 + i, 0) for i, c in enumerate(codec_rows)]
-    variants = [VARIANT_OFFSETS[c] for c in codec_rows]
-    views = [memoryview(p) for p in payload]
-    rx, var, tx = mixer.rx_flat, mixer.variant, mixer.tx_flat
+    row_variants = np.array([VARIANT_OFFSETS[c] for c in codec_rows], dtype=np.uint16).reshape(-1)
+    variant_base = np.arange(n, dtype=np.intp) * 3
+    frames = np.frombuffer(b"".join(payload), np.uint8).reshape(n, TICKS, FRAME)
+    tx = mixer.tx_flat
     elapsed = 0.0
     for k in range(TICKS):
-        for i in range(n):  # arrivals (not timed: that is the receive path)
-            jbs[i].put(k * FRAME, views[i], k * FRAME, (k + 1) * FRAME)
+        # arrivals (not timed: that is the receive path)
+        ts = np.full(n, k * FRAME, dtype=np.int64)
+        if k == 0:
+            for i in range(n):
+                jitter.put(int(ids[i]), 0, frames[i, 0])
+        else:
+            jitter.place(ids, ts, frames[:, k], 0.0)
         t = time.perf_counter()
-        for row in range(n):
-            st = jbs[row].pop_into(rx, row * FRAME)
-            var[row] = variants[row][st]
+        status = jitter.pop(ids, mixer.rx)
+        np.take(row_variants, variant_base + status, out=mixer.variant_flat, mode="clip")
         mixer.mix(beep_rows, [k % beep_n] * len(beep_rows))
         for row in range(n):
             buf = senders[row].next_header(k * FRAME)

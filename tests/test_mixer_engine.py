@@ -299,3 +299,42 @@ async def test_connected_g711_packets_are_placed_together_and_odd_ones_in_order(
         await engine.close()
         a_sock.close()
         b_sock.close()
+
+
+async def test_a_full_landing_block_keeps_each_stream_in_order():
+    """More datagrams in a tick than the landing block holds (ticks were
+    missed): the block is placed and refilled, never bypassed, so a
+    telephone-event burst read over several rounds keeps its order and each
+    key press is one digit (reordered behind its own end packets, a start
+    packet would count the digit twice)."""
+    engine = MediaEngine("127.0.0.1")
+    engine.start()
+    phone, other = udp(), udp()
+    digits: list[str] = []
+    try:
+        ep = engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
+                                  remote=phone.getsockname(), on_digit=digits.append, rtp_timeout=30,
+                                  on_timeout=lambda: None)
+        dst = ("127.0.0.1", ep.local_port)
+        silence = codecs.encode(np.zeros(160, np.int16), "PCMU")
+        for i in range(10):  # latch, and get the connected socket
+            phone.sendto(rtp.build(0, i, i * 160, 0x5, silence), dst)
+            await asyncio.sleep(0.02)
+        assert ep._conn is not None and ep._conn.fileno() in engine._land_get
+        engine._set_landing(2)
+        seq = 100
+        for k, event in enumerate((1, 2, 3, 11, 4)):  # "123#4"
+            ts = 10_000 + k * 2000
+            burst = [(False, 160), (False, 320), (True, 480), (True, 480), (True, 480)]
+            for j, (end, duration) in enumerate(burst):  # back to back: read over several rounds of one tick
+                phone.sendto(rtp.build(101, seq, ts, 0x5, rtp.build_telephone_event(event, end, duration),
+                                       marker=j == 0), dst)
+                seq += 1
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.7)  # past the detector's stale_after: a reopened event would show
+        assert digits == ["1", "2", "3", "#", "4"]
+        assert engine._land_capacity == 2
+    finally:
+        await engine.close()
+        phone.close()
+        other.close()
