@@ -520,7 +520,7 @@ class MediaEngine:
         # The connected sockets of G.711 streams read into a landing block,
         # one datagram per row of it: per packet only the read and two
         # appends; after the poll rounds all of them are checked and placed
-        # in their jitter buffers with a few array operations (_land).
+        # in their jitter buffers with a few array operations (_place_landed).
         self._land_get: dict[int, Callable] = {}  # connected fd -> its receive function
         self._fd_jid = np.full(64, -1, dtype=np.intp)  # connected fd -> BatchJitter id
         self._land_capacity = 0
@@ -730,8 +730,8 @@ class MediaEngine:
 
     # -- connected sockets (see _by_conn) -------------------------------------------------------
     def _set_landing(self, capacity: int) -> None:
-        """A landing block for ``capacity`` datagrams per tick (more go the
-        one-by-one way)."""
+        """A landing block for ``capacity`` datagrams (when a tick reads more,
+        the block is placed and refilled: ``_receive_all``)."""
         self._land = np.zeros((capacity, _RX_SIZE), dtype=np.uint8)
         self._land_header = self._land.reshape(-1).view(_LAND_HEADER)
         flat = memoryview(self._land.reshape(-1))
