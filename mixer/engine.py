@@ -451,9 +451,13 @@ class RtpEndpoint(PromptPlayer):
             d = self.dtmf.expire(now)
             if d:
                 self._emit_digits(d)
-        if not self._timed_out and not self.on_hold and now - self._heard(self._last_rx) >= self.rtp_timeout:
-            self._timed_out = True
-            self._loop.call_soon(self._safe_call, self.on_timeout)
+        if not self._timed_out and not self.on_hold and now - self._last_rx >= self.rtp_timeout:
+            # the batched receive keeps its own time (BatchJitter.heard): read
+            # only when ours looks old, then kept, so once per timeout period
+            self._last_rx = self._heard(self._last_rx)
+            if now - self._last_rx >= self.rtp_timeout:
+                self._timed_out = True
+                self._loop.call_soon(self._safe_call, self.on_timeout)
 
 
 class MediaEngine:
