@@ -338,3 +338,46 @@ async def test_a_full_landing_block_keeps_each_stream_in_order():
         await engine.close()
         phone.close()
         other.close()
+
+
+async def test_an_overloaded_tick_still_lets_the_event_loop_run():
+    """Ticks that take longer than 20 ms are due again at once; the event
+    loop must still get a turn between them, or signalling (SIP, digits,
+    hang-ups) stops while the mixer is overloaded and the overload never
+    ends."""
+    import time as timelib
+
+    engine = MediaEngine("127.0.0.1")
+    engine.start()
+    phone = udp()
+    try:
+        ep = engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
+                                  remote=phone.getsockname(), on_digit=lambda d: None, rtp_timeout=30,
+                                  on_timeout=lambda: None)
+        conf = engine.new_conference()
+        conf.add(ep)
+
+        class SlowTap:  # each of 120 ticks takes 30 ms: the mixer is overloaded
+            left = 120  # (then fast again: starved, the test would never get its turn to fail)
+
+            def push(self, pcm, rate, tick):
+                if self.left > 0:
+                    self.left -= 1
+                    timelib.sleep(0.03)
+
+        tap = SlowTap()
+        engine.set_recorder(conf, tap)
+        await asyncio.sleep(0.1)
+        turns = []
+        for _ in range(5):  # plain event-loop callbacks, as SIP and digits are
+            assert tap.left > 0  # still overloaded: we got a turn during the overload
+            before = engine.stats.ticks
+            ran = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(ran.set_result, None)
+            await asyncio.wait_for(ran, 2.0)
+            turns.append(engine.stats.ticks - before)
+        assert max(turns) <= 4, turns  # a few loop iterations, each may run one tick
+        assert engine.stats.ticks_skipped > 0  # it was overloaded all along
+    finally:
+        await engine.close()
+        phone.close()
