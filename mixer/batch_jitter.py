@@ -29,6 +29,26 @@ _MASK = 0xFFFFFFFF
 _HALF = 0x80000000
 _LATE_STREAK_RESYNC = 3
 _COUNTERS = ("late", "resyncs", "concealed", "received", "rejected")
+#: Every per-stream array: (name, shape of one row given the slots, dtype,
+#: the value of a new stream's row). ``ring`` and ``silence`` start with the
+#: stream's silence byte instead (``open``).
+_FIELDS = (
+    ("ring", lambda slots: (slots, FRAME), np.uint8, 0),
+    ("tags", lambda slots: (slots,), np.int64, -1),  # frame number held by each slot
+    ("play_ts", lambda slots: (), np.int64, -1),  # RTP timestamp of the next frame; -1: no stream yet
+    ("k", lambda slots: (), np.int64, 0),  # frame number to play next
+    ("late_streak", lambda slots: (), np.int64, 0),
+    ("missing", lambda slots: (), np.int64, 1),  # frames missing since the last one played
+    ("silence", lambda slots: (), np.uint8, 0),
+    # what ``fast`` checks a packet against: its payload type and the
+    # stream's SSRC (-1: none yet); kept by the endpoint
+    ("payload_type", lambda slots: (), np.int64, -1),
+    ("ssrc", lambda slots: (), np.int64, -1),
+    # monotonic time of the last packet ``place``d (the endpoint's liveness:
+    # RTP timeout and re-latching)
+    ("heard", lambda slots: (), np.float64, 0.0),
+    *((name, lambda slots: (), np.int64, 0) for name in _COUNTERS),
+)
 
 
 class BatchJitter:
@@ -51,34 +71,15 @@ class BatchJitter:
     # -- streams --------------------------------------------------------------------------------
     def _grow(self, capacity: int) -> None:
         old = self._capacity
-        s = self.slots
-
-        def grown(a: np.ndarray | None, shape: tuple, dtype, fill) -> np.ndarray:
-            new = np.full((capacity, *shape), fill, dtype=dtype)
-            if a is not None:
-                new[:old] = a
-            return new
-
-        first = old == 0
-        self.ring = grown(None if first else self.ring, (s, FRAME), np.uint8, 0)
-        self.tags = grown(None if first else self.tags, (s,), np.int64, -1)
-        self.play_ts = grown(None if first else self.play_ts, (), np.int64, -1)  # -1: no stream yet
-        self.k = grown(None if first else self.k, (), np.int64, 0)  # frame number to play next
-        self.late_streak = grown(None if first else self.late_streak, (), np.int64, 0)
-        self.missing = grown(None if first else self.missing, (), np.int64, 1)
-        self.silence = grown(None if first else self.silence, (), np.uint8, 0)
-        #: what ``fast`` checks a packet against: its payload type and the
-        #: stream's SSRC (-1: none yet); kept by the endpoint
-        self.payload_type = grown(None if first else self.payload_type, (), np.int64, -1)
-        self.ssrc = grown(None if first else self.ssrc, (), np.int64, -1)
-        #: monotonic time of the last packet ``place``d (the endpoint's
-        #: liveness: RTP timeout and re-latching)
-        self.heard = grown(None if first else self.heard, (), np.float64, 0.0)
-        for name in _COUNTERS:
-            setattr(self, name, grown(None if first else getattr(self, name), (), np.int64, 0))
+        for name, shape, dtype, fill in _FIELDS:
+            grown = np.full((capacity, *shape(self.slots)), fill, dtype=dtype)
+            if old:
+                grown[:old] = getattr(self, name)
+            setattr(self, name, grown)
         self._free.extend(range(capacity - 1, old - 1, -1))
         self._capacity = capacity
-        self._ring_flat = self.ring.reshape(capacity * s, FRAME)
+        self._ring_flat = self.ring.reshape(capacity * self.slots, FRAME)
+        self._tags_flat = self.tags.reshape(-1)
         self._ringmv = memoryview(self.ring.reshape(-1))
 
     def open(self, silence_byte: int) -> int:
@@ -86,18 +87,10 @@ class BatchJitter:
         if not self._free:
             self._grow(2 * self._capacity)
         j = self._free.pop()
+        for name, _shape, _dtype, fill in _FIELDS:
+            getattr(self, name)[j] = fill
         self.ring[j] = silence_byte
         self.silence[j] = silence_byte
-        self.tags[j] = -1
-        self.play_ts[j] = -1
-        self.k[j] = 0
-        self.late_streak[j] = 0
-        self.missing[j] = 1
-        self.payload_type[j] = -1
-        self.ssrc[j] = -1
-        self.heard[j] = 0.0
-        for name in _COUNTERS:
-            getattr(self, name)[j] = 0
         return j
 
     def close(self, j: int) -> None:
@@ -173,10 +166,10 @@ class BatchJitter:
 
     def pop_into(self, j: int, dst, offset: int) -> int:
         """One stream's ``JitterBuffer.pop_into``: the frame due now at dst[offset:]."""
-        status = self.pop(np.array([j], dtype=np.intp), None)
+        status, src = self._advance(np.array([j], dtype=np.intp))
         st = int(status[0])
         if st != SILENT:
-            dst[offset:offset + FRAME] = self._ring_flat[self._last_src[0]]
+            dst[offset:offset + FRAME] = self._ring_flat[src[0]]
         return st
 
     def skip(self, j: int, frames: int) -> None:
@@ -210,28 +203,32 @@ class BatchJitter:
         self.heard[ids] = now
         self.received += np.bincount(ids, minlength=self._capacity)
 
-    def pop(self, ids: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    def pop(self, ids: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Advance every stream in ``ids`` (distinct) by one frame; the frame
         due now of row i goes to ``out[i]`` (rows whose status is SILENT get
         an arbitrary frame: the caller mutes them). Returns the statuses
         (READY, CONCEALED, SILENT) per row, as ``JitterBuffer.pop_into``."""
+        status, src = self._advance(ids)
+        np.take(self._ring_flat, src, axis=0, out=out, mode="clip")
+        return status
+
+    def _advance(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``pop`` without the copy: the statuses, and the row of ``_ring_flat``
+        each stream's frame comes from."""
         play = self.play_ts[ids]
         active = play >= 0
         k = self.k[ids]
         slots = self.slots
         slot = k % slots
         row0 = ids * slots
-        ready = self._tags_flat()[row0 + slot] == k
+        ready = self._tags_flat[row0 + slot] == k
         ready &= active
         missing = self.missing[ids] + 1
         missing[ready] = 0
         prev = (k - 1) % slots
         # one frame of concealment, right after a frame that was played
-        conceal = (missing == 1) & active & (self._tags_flat()[row0 + prev] == k - 1)
+        conceal = (missing == 1) & active & (self._tags_flat[row0 + prev] == k - 1)
         src = row0 + np.where(ready, slot, prev)
-        self._last_src = src
-        if out is not None:
-            np.take(self._ring_flat, src, axis=0, out=out, mode="clip")
         status = np.full(len(ids), SILENT, dtype=np.intp)
         status[ready] = READY
         status[conceal] = CONCEALED
@@ -241,10 +238,7 @@ class BatchJitter:
         self.missing[live] = missing[active]
         if conceal.any():
             self.concealed[ids[conceal]] += 1
-        return status
-
-    def _tags_flat(self) -> np.ndarray:
-        return self.tags.reshape(-1)
+        return status, src
 
     def skip_all(self, frames: int) -> None:
         """Every stream's ``skip``."""

@@ -1022,7 +1022,6 @@ class MediaEngine:
         self._row_jids = np.array([ep._jid for ep in rows], dtype=np.intp)
         self._row_variants = np.array([ep._variants for ep in rows], dtype=np.uint16).reshape(-1)
         self._variant_base = np.arange(len(rows), dtype=np.intp) * 3
-        self._variant_out = self._mixer.variant_flat
         # a beep starts at a join or leave, which always brings a new layout
         self._beeping = [ep for ep in rows if ep.beep_frame >= 0]
         if self._land_capacity < 2 * len(self._endpoints) + 64:
@@ -1219,7 +1218,7 @@ class MediaEngine:
         if self._sends_dirty:
             self._set_sends()  # also the rows on hold
         status = self._jitter.pop(self._row_jids, mixer.rx)
-        variant = self._variant_out
+        variant = mixer.variant_flat
         np.take(self._row_variants, self._variant_base + status, out=variant, mode="clip")
         if len(self._hold_rows):
             variant[self._hold_rows] = MUTED_OFFSET
@@ -1274,9 +1273,7 @@ class MediaEngine:
         np.bitwise_and(self._ts_now, 0xFFFFFFFF, out=self._ts_now)
         pk["ts"] = self._ts_now
         pk["seq"] = self._seq
-        if self._sends_dirty:
-            self._set_sends()
-        sends = self._sends
+        sends = self._sends  # (rebuilt before the pop when dirty)
         conn_sends = self._conn_sends
         unsent = self._unsent
         errors = 0
