@@ -43,6 +43,13 @@ def drain(s: socket.socket) -> list[bytes]:
             return out
 
 
+def pcmu_endpoint(engine: MediaEngine, remote, on_digit=lambda d: None, on_timeout=lambda: None):
+    """A PCMU endpoint with telephone-event 101 and a 30 s RTP timeout on a
+    free port (what most tests here need)."""
+    return engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101, remote=remote,
+                                on_digit=on_digit, rtp_timeout=30, on_timeout=on_timeout)
+
+
 async def test_two_endpoints_hear_each_other_dtmf_and_timeout():
     engine = MediaEngine("127.0.0.1", beep_ms=60)
     engine.start()
@@ -50,12 +57,8 @@ async def test_two_endpoints_hear_each_other_dtmf_and_timeout():
     digits: list[str] = []
     timeouts: list[str] = []
     try:
-        ep_a = engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
-                                    remote=None, on_digit=digits.append, rtp_timeout=30,
-                                    on_timeout=lambda: timeouts.append("a"))
-        ep_b = engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
-                                    remote=b_sock.getsockname(), on_digit=digits.append, rtp_timeout=30,
-                                    on_timeout=lambda: timeouts.append("b"))
+        ep_a = pcmu_endpoint(engine, None, digits.append, lambda: timeouts.append("a"))
+        ep_b = pcmu_endpoint(engine, b_sock.getsockname(), digits.append, lambda: timeouts.append("b"))
         ep_idle = engine.open_endpoint(0, codec="PCMA", payload_type=8, telephone_event_pt=None,
                                        remote=None, on_digit=digits.append, rtp_timeout=0.2,
                                        on_timeout=lambda: timeouts.append("idle"))
@@ -124,12 +127,8 @@ async def test_connected_socket_follows_the_latch_and_the_port_stays_exclusive()
     engine.start()
     phone, third, moved, other = udp(), udp(), udp(), udp()
     try:
-        ep = engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
-                                  remote=phone.getsockname(), on_digit=lambda d: None, rtp_timeout=30,
-                                  on_timeout=lambda: None)
-        ep_other = engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
-                                        remote=other.getsockname(), on_digit=lambda d: None, rtp_timeout=30,
-                                        on_timeout=lambda: None)
+        ep = pcmu_endpoint(engine, phone.getsockname())
+        ep_other = pcmu_endpoint(engine, other.getsockname())
         conf = engine.new_conference()
         conf.add(ep)
         conf.add(ep_other)
@@ -212,13 +211,9 @@ async def test_srtp_call_on_the_connected_socket_unprotects_protects_and_drops_t
     phone, other = udp(), udp()
     counters = SrtpCounters()
     try:
-        ep = engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
-                                  remote=phone.getsockname(), on_digit=lambda d: None, rtp_timeout=30,
-                                  on_timeout=lambda: None)
+        ep = pcmu_endpoint(engine, phone.getsockname())
         SrtpStream("AES_CM_128_HMAC_SHA1_80", phone_key, our_key, counters).attach(ep)
-        ep_other = engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
-                                        remote=other.getsockname(), on_digit=lambda d: None, rtp_timeout=30,
-                                        on_timeout=lambda: None)
+        ep_other = pcmu_endpoint(engine, other.getsockname())
         conf = engine.new_conference()
         conf.add(ep)
         conf.add(ep_other)
@@ -261,9 +256,7 @@ async def test_connected_g711_packets_are_placed_together_and_odd_ones_in_order(
     a_sock, b_sock = udp(), udp()
     digits: list[str] = []
     try:
-        eps = [engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
-                                    remote=s.getsockname(), on_digit=digits.append, rtp_timeout=30,
-                                    on_timeout=lambda: None) for s in (a_sock, b_sock)]
+        eps = [pcmu_endpoint(engine, s.getsockname(), digits.append) for s in (a_sock, b_sock)]
         conf = engine.new_conference()
         for ep in eps:
             conf.add(ep)
@@ -312,9 +305,7 @@ async def test_a_full_landing_block_keeps_each_stream_in_order():
     phone, other = udp(), udp()
     digits: list[str] = []
     try:
-        ep = engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
-                                  remote=phone.getsockname(), on_digit=digits.append, rtp_timeout=30,
-                                  on_timeout=lambda: None)
+        ep = pcmu_endpoint(engine, phone.getsockname(), digits.append)
         dst = ("127.0.0.1", ep.local_port)
         silence = codecs.encode(np.zeros(160, np.int16), "PCMU")
         for i in range(10):  # latch, and get the connected socket
@@ -351,9 +342,7 @@ async def test_an_overloaded_tick_still_lets_the_event_loop_run():
     engine.start()
     phone = udp()
     try:
-        ep = engine.open_endpoint(0, codec="PCMU", payload_type=0, telephone_event_pt=101,
-                                  remote=phone.getsockname(), on_digit=lambda d: None, rtp_timeout=30,
-                                  on_timeout=lambda: None)
+        ep = pcmu_endpoint(engine, phone.getsockname())
         conf = engine.new_conference()
         conf.add(ep)
 
