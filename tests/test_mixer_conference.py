@@ -46,6 +46,32 @@ def test_n_minus_one_each_hears_the_clipped_sum_of_the_others():
     assert (m.tx[4] == codecs.ALAW_SILENCE).all()  # alone: hears nothing
 
 
+@pytest.mark.parametrize("groups", [
+    [5, 5, 5],        # all the same size: one sum over a (groups, size, frame) view
+    [4, 1, 7, 2, 3],  # mixed sizes up to MAX_SUM_RANKS: rank by rank
+    [20, 3, 1],       # a room larger than MAX_SUM_RANKS: np.add.reduceat
+])
+def test_every_sum_plan_gives_each_row_the_others_and_the_room_its_total(groups):
+    from mixer.conference import MAX_SUM_RANKS
+    plans = {"view": all(g == groups[0] for g in groups), "ranks": max(groups) <= MAX_SUM_RANKS}
+    n = sum(groups)
+    codec_rows = [int(c) for c in rng.integers(0, 2, n)]
+    m = BatchMixer(make_beep())
+    m.set_layout(codec_rows, groups)
+    assert bool(m._sum_size) == plans["view"]
+    assert bool(m._sum_ranks) == (plans["ranks"] and not plans["view"])
+    for _ in range(2):  # the second tick must not keep anything of the first
+        dec = load(m, [rng.integers(-12000, 12000, 160) for _ in range(n)], codec_rows)
+        m.mix()
+        lo = 0
+        for g, size in enumerate(groups):
+            total = sum((dec[j] for j in range(lo, lo + size)), np.zeros(160, np.int64))
+            np.testing.assert_array_equal(m.totals[g], total)
+            for i in range(lo, lo + size):
+                np.testing.assert_array_equal(m.tx[i], expected(codec_rows[i], total - dec[i]), err_msg=f"row {i}")
+            lo += size
+
+
 def test_two_party_call_has_no_gain_change():
     m = BatchMixer(make_beep())
     m.set_layout([U, U], [2])
