@@ -124,6 +124,33 @@ def test_verdict_floor_ratio_target():
     assert v["missed"] == ["floor_ratio"] and "gcc not found" in v["targets"][-1]["figure"]
 
 
+def _floor_run(us: float, rx=(50.0, 50.0), window: int | None = 8) -> dict:
+    return {"window": window, "cpu": us * 40 / 0.02 / 1e6, "cpu_us_per_participant_tick": us,
+            "tx_per_participant": 50.0, "own": {"rx": 16000, "tx": 16000, "skipped": 0},
+            "rx_per_participant": {"min": rx[0], "median": 50.0, "max": rx[1], "outside_50pm1": 0, "silent": 0}}
+
+
+def test_the_floor_is_the_mean_of_the_runs_before_and_after_the_server():
+    floor = lt.combine_floors([_floor_run(6.0), _floor_run(9.0)])
+    assert floor["cpu_us_per_participant_tick"] == pytest.approx(7.5)
+    assert floor["cpu"] == pytest.approx(7.5 * 40 / 0.02 / 1e6)
+    assert floor["drift"] == pytest.approx(0.5)
+    r = _good_result(floor=floor, server_floor_ratio=14.0 / floor["cpu_us_per_participant_tick"])
+    v = lt.verdict(r)
+    assert v["pass"] and v["targets"][-1]["figure"].startswith("1.87 (14.00 / 7.50 µs)")
+    text = lt.table(dict(r, pin=False, rate=10))
+    assert "7.50 µs (mean of before 6.00, after 9.00 µs; drift +50 %)" in text
+    # one run that echoed too little spoils the floor: the worst echo counts
+    worse = lt.combine_floors([_floor_run(6.0), _floor_run(9.0, rx=(47.0, 50.0))])
+    assert worse["rx_per_participant"]["min"] == 47.0
+    assert lt.verdict(_good_result(floor=worse, server_floor_ratio=1.87))["missed"] == ["floor_ratio"]
+    # a run that was not measured leaves no floor figure, and says why
+    failed = lt.combine_floors([{"window": None, "error": "floor did not start"}, _floor_run(9.0)])
+    assert "cpu_us_per_participant_tick" not in failed and failed["window"] is None
+    v = lt.verdict(_good_result(floor=failed, server_floor_ratio=None))
+    assert v["missed"] == ["floor_ratio"] and "floor did not start" in v["targets"][-1]["figure"]
+
+
 # --------------------------------------------------------------------------- tick lateness p99 / max
 
 def _cumulative(values: list[float]) -> list[tuple[float, float]]:
