@@ -10,7 +10,11 @@ prompts are added, everything is clipped to int16 and encoded with one more
 
 An optional ``contrib_hook`` (the engine's talk detection and in-band DTMF,
 SPEC 12) names the rows that go into the sum; the others (silent, muted,
-typing tones) still hear the mix but add nothing to it.
+typing tones) still hear the mix but add nothing to it. Those silent rows
+all hear their room's whole total, so it is encoded once per (room, codec)
+and copied to them as G.711 bytes; only the talkers (the total minus their
+own frame) and rows with a beep or a prompt are encoded one by one. With 2
+talkers in rooms of 10, the silent majority costs a byte copy, not a mix.
 
 ``Conference`` is membership plus the join-beep rule: when someone joins,
 everyone already present gets the beep once (from the start of the beep; a
@@ -100,9 +104,19 @@ class BatchMixer:
         sizes = np.asarray(group_sizes, dtype=np.intp)
         self._starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp) if n else np.zeros(0, np.intp)
         self._set_sum_plan(sizes)
+        self._talker_plan: tuple[np.ndarray, list | None] | None = None  # _sum_talkers' ranks, per layout
         self._group_of_row = np.repeat(np.arange(len(sizes), dtype=np.intp), sizes)
         self._totals = np.zeros((len(sizes), FRAME), dtype=np.int32)
         self._enc_off = np.asarray([ENCODE_OFFSETS[c] for c in codec_rows], dtype=np.int32).reshape(n, 1)
+        # the shared encode of the silent rows (_mix_some): each group's total
+        # once per codec in use, row r copying line _shared_line[r]
+        used = sorted({ENCODE_OFFSETS[c] for c in codec_rows})
+        slot = {off: i for i, off in enumerate(used)}
+        self._shared_offsets = used
+        self._shared = np.zeros((len(used) * len(sizes), FRAME), dtype=np.int32)
+        self._shared_codes = np.zeros((len(used) * len(sizes), FRAME), dtype=np.uint8)
+        self._shared_line = (np.asarray([slot[ENCODE_OFFSETS[c]] for c in codec_rows], dtype=np.intp) * len(sizes)
+                             + self._group_of_row)
         self.tx = np.zeros((n, FRAME), dtype=np.uint8)
         self.tx_flat = memoryview(self.tx.reshape(-1))
 
@@ -119,13 +133,13 @@ class BatchMixer:
         np.bitwise_or(self.rx, self._variant_np, out=self._idx)
         np.take(DECODE_VARIANTS, self._idx, out=self._dec, mode="wrap")  # indices always valid; wrap is the fastest unbuffered mode
         contributing = self.contrib_hook(self._dec) if self.contrib_hook is not None else None
+        if contributing is not None:
+            self._mix_some(contributing, beep_rows, beep_frames, extra)
+            return self.tx
         out = self._out
-        if contributing is None:
-            self._sum_all()
-            np.take(self._totals, self._group_of_row, axis=0, out=out, mode="clip")
-            np.subtract(out, self._dec, out=out)
-        else:
-            self._sum_rows(contributing)
+        self._sum_all()
+        np.take(self._totals, self._group_of_row, axis=0, out=out, mode="clip")
+        np.subtract(out, self._dec, out=out)
         if beep_rows:
             out[list(beep_rows)] += self.beep_frames[list(beep_frames)]
         for row, pcm in extra:
@@ -172,42 +186,91 @@ class BatchMixer:
         else:
             np.add.reduceat(self._dec, self._starts, axis=0, out=totals)
 
-    def _sum_rows(self, rows: np.ndarray) -> None:
-        """The N-1 mix from ``rows`` alone: only their frames are summed (the
-        saving when few talk), everyone hears their group's total, and only
-        those rows have their own frame taken back out.
+    def _mix_some(self, rows: np.ndarray, beep_rows: Sequence[int], beep_frames: Sequence[int],
+                  extra: Iterable[tuple[int, np.ndarray]]) -> None:
+        """The tick when only ``rows`` contribute (talk detection): their
+        frames are summed per group (``_sum_talkers``); every other row hears
+        its group's whole total, which is encoded once per (group, codec) and
+        copied to those rows; the talkers (total minus own frame) and the
+        rows with a beep or a prompt are encoded one by one. The result is
+        the same as encoding every row's own mix."""
+        self._sum_talkers(rows)
+        totals = self._totals
+        shared = self._shared
+        groups = len(totals)
+        for i, offset in enumerate(self._shared_offsets):  # one codec in most layouts
+            line = shared[i * groups:(i + 1) * groups]
+            np.clip(totals, -32768, 32767, out=line)
+            line += offset
+        np.right_shift(shared, ENCODE_SHIFT, out=shared)
+        np.take(ENCODE_COMPACT, shared, out=self._shared_codes, mode="wrap")
+        tx = self.tx
+        np.take(self._shared_codes, self._shared_line, axis=0, out=tx, mode="clip")
+        extra = list(extra)
+        own = rows
+        if beep_rows or extra:
+            own = np.union1d(rows, np.fromiter([*beep_rows, *(r for r, _ in extra)], dtype=np.intp))
+        if not len(own):
+            return
+        out = totals[self._group_of_row[own]]
+        if len(own) != len(rows):
+            if len(rows):
+                out[np.searchsorted(own, rows)] -= self._dec[rows]
+            if beep_rows:
+                out[np.searchsorted(own, beep_rows)] += self.beep_frames[list(beep_frames)]
+            for row, pcm in extra:
+                out[int(np.searchsorted(own, row)), : len(pcm)] += pcm
+        else:
+            out -= self._dec[rows]
+        np.clip(out, -32768, 32767, out=out)
+        out += self._enc_off[own]
+        np.right_shift(out, ENCODE_SHIFT, out=out)
+        tx[own] = ENCODE_COMPACT[out]
+
+    def _sum_talkers(self, rows: np.ndarray) -> None:
+        """Each group's total of the frames of ``rows`` alone (the saving
+        when few talk; no talker: silence, which a recorder reads too).
 
         ``np.add.reduceat`` costs per group, talking or not, so the few
         talkers of each group are added rank by rank instead (first talker of
         every group, then the second...: one fancy-indexed add per rank);
         with many talkers in one group, the silent rows are zeroed and the
-        usual reduceat runs."""
-        out = self._out
-        dec = self._dec
+        usual sum runs."""
+        totals = self._totals
         if not len(rows):
-            out.fill(0)
-            self._totals.fill(0)  # the recorder reads them: silence, not the last sum
-            return
-        group_of_row = self._group_of_row
-        groups = group_of_row[rows]
-        change = np.diff(groups, prepend=-1) != 0
-        rank = np.arange(len(rows)) - np.flatnonzero(change)[np.cumsum(change) - 1]
-        ranks = int(rank.max()) + 1
-        if ranks <= MAX_RANKS:
-            totals = self._totals
             totals.fill(0)
-            for r in range(ranks):
-                these = rows[rank == r]
-                totals[group_of_row[these]] += dec[these]
-            np.take(totals, group_of_row, axis=0, out=out, mode="clip")
-            out[rows] -= dec[rows]
+            return
+        dec = self._dec
+        plan = self._talker_plan
+        if plan is None or len(plan[0]) != len(rows) or not np.array_equal(plan[0], rows):
+            plan = self._talker_plan = (rows.copy(), self._rank_plan(rows))
+        ranks = plan[1]
+        if ranks is not None:
+            totals.fill(0)
+            for these, groups in ranks:
+                totals[groups] += dec[these]
         else:
             keep = np.zeros((self.n, 1), dtype=np.int32)
             keep[rows] = 1
             np.multiply(dec, keep, out=dec)
             self._sum_all()
-            np.take(self._totals, group_of_row, axis=0, out=out, mode="clip")
-            np.subtract(out, dec, out=out)
+
+    def _rank_plan(self, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """(rows, their groups) of each rank of talkers (the first talker of
+        every group, then the second...), or None beyond MAX_RANKS. Kept
+        while the same rows talk, as they do for many ticks in a row."""
+        group_of_row = self._group_of_row
+        groups = group_of_row[rows]
+        change = np.diff(groups, prepend=-1) != 0
+        rank = np.arange(len(rows)) - np.flatnonzero(change)[np.cumsum(change) - 1]
+        ranks = int(rank.max()) + 1
+        if ranks > MAX_RANKS:
+            return None
+        plan = []
+        for r in range(ranks):
+            these = rows[rank == r]
+            plan.append((these, group_of_row[these]))
+        return plan
 
     @property
     def totals(self) -> np.ndarray:

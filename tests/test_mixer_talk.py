@@ -119,3 +119,63 @@ def test_many_talkers_in_one_group_take_the_zeroing_path():
     dec = [codecs.decode(codecs.encode(p, "PCMU"), "PCMU").astype(np.int64) for p in pcm]
     expected_last = np.clip(sum(dec[:11]), -32768, 32767)
     assert np.max(np.abs(some[11].astype(np.int64) - expected_last)) < 600
+
+
+def test_silent_rows_share_one_encode_and_hear_exactly_what_their_own_mix_would_be():
+    """BatchMixer._mix_some: the silent rows' group total is encoded once per
+    (group, codec) and copied; talkers and rows with a beep or a prompt are
+    encoded one by one. Every row must get exactly the G.711 bytes of its own
+    N-1 mix, whatever the codecs, talkers, beeps and prompts (random cases,
+    including a group with more talkers than MAX_RANKS, no talker at all and
+    a lone caller)."""
+    from mixer.conference import MAX_RANKS
+    rng = np.random.default_rng(11)
+    groups = [10, 10, 1, 3, MAX_RANKS + 4, 2]
+    n = sum(groups)
+    starts = np.concatenate([[0], np.cumsum(groups)[:-1]])
+    group_of = np.repeat(np.arange(len(groups)), groups)
+    for case in range(12):
+        codec_rows = [0] * n if case % 3 == 0 else [int(c) for c in rng.integers(0, 2, n)]
+        m = BatchMixer(make_beep())
+        m.set_layout(codec_rows, groups)
+        pcm = rng.integers(-9000, 9000, (n, FRAME))
+        for i, c in enumerate(codec_rows):
+            enc = codecs.ULAW_ENCODE if c == 0 else codecs.ALAW_ENCODE
+            m.rx[i] = enc[pcm[i].astype(np.int16).view(np.uint16)]
+            m.variant[i] = VARIANT_OFFSETS[c][0]
+        dec = [(codecs.ULAW_DECODE if c == 0 else codecs.ALAW_DECODE)[m.rx[i]].astype(np.int64)
+               for i, c in enumerate(codec_rows)]
+        if case == 1:
+            talkers = np.array([], dtype=np.intp)
+        elif case == 2:  # every row of the big group talks: more ranks than MAX_RANKS
+            big = int(starts[4])
+            talkers = np.arange(big, big + groups[4])
+        else:
+            talkers = np.flatnonzero(rng.random(n) < 0.25)
+        # a tick with as many other talkers first: the kept rank plan must follow the change
+        others = np.sort(rng.permutation(np.setdiff1d(np.arange(n), talkers))[: len(talkers)])
+        m.contrib_hook = lambda decoded, t=others: t
+        m.mix()
+        m.contrib_hook = lambda decoded, t=talkers: t
+        beep_rows = sorted(int(r) for r in rng.choice(n, 4, replace=False))
+        beep_frames = [int(f) for f in rng.integers(0, len(m.beep_frames), 4)]
+        prompt_rows = [int(r) for r in rng.choice(n, 2, replace=False)]
+        prompts = [(r, rng.integers(-3000, 3000, int(rng.integers(40, FRAME + 1)))) for r in prompt_rows]
+        m.mix(beep_rows, beep_frames, iter(prompts))
+        talking = set(talkers.tolist())
+        for i in range(n):
+            g = group_of[i]
+            heard = sum((dec[j] for j in range(starts[g], starts[g] + groups[g]) if j in talking and j != i),
+                        np.zeros(FRAME, np.int64))
+            if i in beep_rows:
+                heard = heard + m.beep_frames[beep_frames[beep_rows.index(i)]]
+            for r, p in prompts:
+                if r == i:
+                    heard[: len(p)] += p
+            enc = codecs.ULAW_ENCODE if codec_rows[i] == 0 else codecs.ALAW_ENCODE
+            want = enc[np.clip(heard, -32768, 32767).astype(np.int16).view(np.uint16)]
+            np.testing.assert_array_equal(m.tx[i], want, err_msg=f"case {case}, row {i}")
+        for g in range(len(groups)):
+            total = sum((dec[j] for j in range(starts[g], starts[g] + groups[g]) if j in talking),
+                        np.zeros(FRAME, np.int64))
+            np.testing.assert_array_equal(m.totals[g], total, err_msg=f"case {case}, group {g}")
