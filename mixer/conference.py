@@ -213,7 +213,7 @@ class BatchMixer:
         if not len(own):
             return
         out = totals[self._group_of_row[own]]
-        if len(own) != len(rows):
+        if own is not rows:  # beeps or prompts, perhaps for talkers only (then own == rows, but they still count)
             if len(rows):
                 out[np.searchsorted(own, rows)] -= self._dec[rows]
             if beep_rows:
