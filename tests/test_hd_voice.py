@@ -66,6 +66,7 @@ def metric(server, name: str) -> float:
 def test_answer_codecs_and_fmtp(hd_server):
     for codec, rtpmap in (("G722", "G722/8000"), ("OPUS", "opus/48000/2")):
         p = phone(hd_server, "101", codec)
+        skipped_before = metric(hd_server, "sipconf_mixer_ticks_skipped")
         try:
             answer = p.call("800")
             assert answer.status == 200
@@ -82,7 +83,15 @@ def test_answer_codecs_and_fmtp(hd_server):
             assert wait_until(lambda: p.rms(0.5) > 300, 3), p.rms(0.5)
             step = 960 if codec == "OPUS" else 160
             hs = list(p.rtp_headers)
-            assert all(((b.ts - a.ts) & 0xFFFFFFFF) == step for a, b in zip(hs, hs[1:]))
+            # one packet per 20 ms at the caller's clock rate: consecutive
+            # sequence numbers, timestamps a frame apart; a tick the server
+            # skipped after a stall (a busy machine) is a gap in time, so
+            # its timestamps jump by whole frames, each one counted
+            assert all(((b.seq - a.seq) & 0xFFFF) == 1 for a, b in zip(hs, hs[1:]))
+            frames = [((b.ts - a.ts) & 0xFFFFFFFF) / step for a, b in zip(hs, hs[1:])]
+            assert all(f == int(f) and f >= 1 for f in frames), frames
+            jumped = sum(int(f) - 1 for f in frames)
+            assert jumped <= metric(hd_server, "sipconf_mixer_ticks_skipped") - skipped_before, frames
         finally:
             p.close()
 
