@@ -20,7 +20,7 @@ from rtcp_packets import compound, receiver_report, sdes_cname, sender_report
     struct.pack("!BBHI", 0x80, 207, 1, 7),         # XR header
     # padded last sub-packet: RR + 4 octets of padding, the last one counting them
     receiver_report(1) + struct.pack("!BBHI", 0xA0, 201, 2, 2) + b"\x00\x00\x00\x04",
-])
+], ids=["rr-reduced", "sr", "rr+sdes", "sr+sdes", "bye", "rtpfb", "xr", "padded"])  # stable ids: SRs hold the clock
 def test_well_formed_rtcp(packet):
     assert is_rtcp(packet)
 
